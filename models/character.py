@@ -1,0 +1,101 @@
+"""A character model directory: ``character_model.yaml`` + the character PNG + two student
+state dicts, exactly as upstream ships them."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tha.models.checkpoint import (body_config_from_state, face_config_from_state, load_into,
+                                   load_state_dict_file, save_state_dict)
+from tha.models.errors import ThaError
+from tha.models.files import atomic_write_text
+from tha.models.image import load_rgba, rgba_to_tensor, save_png
+from tha.models.student import BodyMorpher, FaceMorpher
+
+MODEL_FILE = "character_model.yaml"
+KEYS = ("character_image_file_name", "face_morpher_file_name", "body_morpher_file_name")
+
+
+@dataclass
+class CharacterModel:
+    """A loaded student: the character image (straight-alpha uint8) and its two networks."""
+
+    image_rgba: np.ndarray
+    face_morpher: FaceMorpher
+    body_morpher: BodyMorpher
+    source: Path | None = None
+
+    def image_tensor(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The character as the networks take it: (4,512,512) in [-1,1]."""
+        return rgba_to_tensor(self.image_rgba, dtype)
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.source else "character"
+
+    def save(self, directory: str | Path) -> Path:
+        """Write an upstream-format model directory (atomic per file; yaml last)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_png(directory / "character.png", self.image_rgba)
+        save_state_dict(self.face_morpher, directory / "face_morpher.pt")
+        save_state_dict(self.body_morpher, directory / "body_morpher.pt")
+        atomic_write_text(directory / MODEL_FILE, "character_image_file_name: character.png\n"
+                          "face_morpher_file_name: face_morpher.pt\nbody_morpher_file_name: body_morpher.pt\n")
+        return directory
+
+
+def model_paths(directory: str | Path) -> dict[str, Path]:
+    """Validate the directory and its yaml; return the three files it names."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise ThaError(f"model directory {directory} does not exist; `tha models fetch lambda_00` "
+                       "downloads one")
+    yaml_path = directory / MODEL_FILE if directory.is_dir() else directory
+    if not yaml_path.is_file():
+        raise ThaError(f"{directory} is not a character model: no {MODEL_FILE} in it")
+    try:
+        conf = OmegaConf.to_container(OmegaConf.load(yaml_path))
+    except (OmegaConfBaseException, ValueError, OSError) as err:
+        raise ThaError(f"{yaml_path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(conf, dict) or any(k not in conf for k in KEYS):
+        missing = [k for k in KEYS if not isinstance(conf, dict) or k not in conf]
+        raise ThaError(f"{yaml_path} lacks {', '.join(missing)}; it needs the keys {', '.join(KEYS)}")
+    paths = {k: yaml_path.parent / str(conf[k]) for k in KEYS}
+    for key, path in paths.items():
+        if not path.is_file():
+            raise ThaError(f"{yaml_path}: {key} points at {path}, which does not exist")
+    return paths
+
+
+def load_character_model(directory: str | Path) -> CharacterModel:
+    paths = model_paths(directory)
+    face_path, body_path = paths["face_morpher_file_name"], paths["body_morpher_file_name"]
+    face_state = load_state_dict_file(face_path)
+    body_state = load_state_dict_file(body_path)
+    face = FaceMorpher(face_config_from_state(face_state, face_path))
+    body = BodyMorpher(body_config_from_state(body_state, body_path))
+    load_into(face, face_state, face_path)
+    load_into(body, body_state, body_path)
+    face.eval()
+    body.eval()
+    image = load_rgba(paths["character_image_file_name"])
+    directory = Path(directory)
+    return CharacterModel(image, face, body, directory if directory.is_dir() else directory.parent)
+
+
+def copy_model_directory(source: str | Path, target: str | Path) -> Path:
+    """Copy a validated model directory (yaml + the three files it names)."""
+    paths = model_paths(source)
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    for key, path in paths.items():
+        shutil.copyfile(path, target / path.name)
+    atomic_write_text(target / MODEL_FILE, "".join(f"{k}: {paths[k].name}\n" for k in KEYS))
+    return target

@@ -1,0 +1,92 @@
+"""Reading and writing upstream-format ``.pt`` state dicts, with errors that name the file."""
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from tha.models.errors import ThaError
+from tha.models.files import atomic_path
+from tha.models.student import BodyMorpherConfig, FaceMorpherConfig
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)`` onto the CPU, refusing anything but a tensor dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ThaError(f"{path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ThaError(f"{path} holds pickled objects, not a plain state_dict ({first[:120]}); "
+                       "save it with torch.save(module.state_dict(), ...)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise ThaError(f"{path} is corrupt or truncated ({reason}); download or export it again") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ThaError(f"{path} is not a state_dict of tensors (found {type(data).__name__}); "
+                       "save it with torch.save(module.state_dict(), ...)")
+    return dict(data)
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """``load_state_dict(strict=True)`` with one readable line on mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append("missing keys " + ", ".join(missing[:4]) + (" …" if len(missing) > 4 else ""))
+    if unexpected:
+        problems.append("unexpected keys " + ", ".join(unexpected[:4]) + (" …" if len(unexpected) > 4 else ""))
+    if shapes:
+        problems.append("shape mismatch " + "; ".join(shapes[:3]) + (" …" if len(shapes) > 3 else ""))
+    if problems:
+        raise ThaError(f"{path} does not fit {type(module).__name__}: " + "; ".join(problems)
+                       + "; is this the right file for this network?")
+    module.load_state_dict(state, strict=True)
+
+
+def save_state_dict(module: nn.Module, path: str | Path) -> None:
+    """Save in upstream's format (a plain state_dict), atomically."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _weight(state: Mapping[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
+    if key not in state:
+        raise ThaError(f"{path} does not fit a student network: missing key {key}; "
+                       "is this the right file for this network?")
+    return state[key]
+
+
+def face_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> FaceMorpherConfig:
+    """Read widths and depth off the tensors, so smaller or larger students load as they are."""
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"siren\.sine_layers\.(\d+)\.", k))})
+    first = _weight(state, "siren.sine_layers.0.linear.weight", path)
+    last = _weight(state, "siren.last_linear.weight", path)
+    return FaceMorpherConfig(pose_size=first.shape[1] - 2, channels=first.shape[0],
+                             num_sine_layers=max(len(layers), 1), out_channels=last.shape[0])
+
+
+def body_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> BodyMorpherConfig:
+    """Level widths and depth from the tensors; level sizes halve from 512 per level."""
+    levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"siren_layers\.(\d+)\.0\.", k))})
+    if not levels:
+        _weight(state, "siren_layers.0.0.linear.weight", path)
+    depth = len({int(m.group(1)) for k in state if (m := re.match(r"siren_layers\.0\.(\d+)\.", k))})
+    widths = tuple(_weight(state, f"siren_layers.{i}.0.linear.weight", path).shape[0] for i in levels)
+    first = state["siren_layers.0.0.linear.weight"]
+    sizes = tuple(512 >> (len(levels) - 1 - i) for i in range(len(levels)))
+    return BodyMorpherConfig(pose_size=first.shape[1] - 2, level_sizes=sizes, level_channels=widths,
+                             sine_layers_per_level=depth)

@@ -1,0 +1,127 @@
+"""`tha pose`, `tha info`, `tha models fetch`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def _pose_vector(assignments: list[str], pose_file: Optional[Path], strict_range: bool):
+    from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
+
+    base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()
+    return parse_assignments(assignments, base=base, clamp=not strict_range)
+
+
+def pose(
+    model_dir: Optional[Path] = typer.Argument(None, help="Character model directory (or a fetched name like lambda_00)."),
+    set_: List[str] = typer.Option([], "--set", help="NAME=VALUE, repeatable, applied after --pose-file."),
+    pose_file: Optional[Path] = typer.Option(None, "--pose-file", help="JSON object of parameter name -> value."),
+    output: Path = typer.Option(Path("posed.png"), "-o", "--output", help="PNG to write (straight-alpha RGBA)."),
+    save_tensor: Optional[Path] = typer.Option(None, "--save-tensor", help="Also write the raw (4,512,512) [-1,1] output as .npy."),
+    strict_range: bool = typer.Option(False, "--strict-range", help="Refuse out-of-range values instead of clamping them with a warning."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Pose with the full THA4 teacher from this directory of upstream .pt files."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Character PNG for --teacher."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 or float64 (teacher)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+) -> None:
+    """Render one posed frame to a PNG."""
+    import numpy as np
+    import torch
+
+    from tha.models.errors import ThaError
+    from tha.models.image import load_image_tensor, save_png, tensor_to_rgba
+
+    pose_vec = _pose_vector(set_, pose_file, strict_range)
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
+    if torch_dtype is None:
+        raise ThaError(f"--dtype {dtype} is not supported; use float32 or float64")
+    if teacher is not None:
+        from tha.models.teacher import load_teacher_poser
+
+        if image is None:
+            raise ThaError("--teacher needs --image CHARACTER.png")
+        poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
+        source = load_image_tensor(image, torch_dtype)
+    else:
+        if model_dir is None:
+            raise ThaError("give a MODEL_DIR (or --teacher DIR --image PNG)")
+        from tha.models.character import load_character_model
+        from tha.models.hub import resolve_model
+        from tha.models.poser import StudentPoser
+
+        model = load_character_model(resolve_model(model_dir))
+        poser = StudentPoser.from_model(model).to(device, torch_dtype)
+        source = model.image_tensor(torch_dtype)
+    with torch.no_grad():
+        out = poser.pose(source[None].to(device), torch.from_numpy(pose_vec)[None].to(device, torch_dtype))[0].cpu()
+    save_png(output, tensor_to_rgba(out))
+    if save_tensor is not None:
+        from tha.models.files import atomic_path
+
+        with atomic_path(save_tensor) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, out.numpy())
+    typer.echo(f"wrote {output}")
+
+
+def info(model_dir: Path = typer.Argument(..., help="Character model directory or fetched name.")) -> None:
+    """Describe a character model: files, network sizes, image check, and the 45 parameters."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tha.models.character import load_character_model, model_paths
+    from tha.models.hub import resolve_model
+    from tha.models.pose import POSE_PARAMETERS
+
+    directory = resolve_model(model_dir)
+    paths = model_paths(directory)
+    model = load_character_model(directory)
+    console = Console()
+    console.print(f"[bold]{directory}[/bold]")
+    for key, path in paths.items():
+        console.print(f"  {key}: {path.name} ({path.stat().st_size / 1e6:.2f} MB)")
+    for label, net in (("face morpher", model.face_morpher), ("body morpher", model.body_morpher)):
+        count = sum(p.numel() for p in net.parameters())
+        console.print(f"  {label}: {count:,} parameters, {net.config}")
+    alpha = model.image_rgba[..., 3]
+    console.print(f"  image: {model.image_rgba.shape[1]}x{model.image_rgba.shape[0]} RGBA, "
+                  f"{(alpha > 0).mean() * 100:.1f}% opaque pixels, "
+                  f"corners transparent: {bool((alpha[[0, 0, -1, -1], [0, -1, 0, -1]] == 0).all())}")
+    table = Table("index", "name", "category", "range", "default")
+    for p in POSE_PARAMETERS:
+        table.add_row(str(p.index), p.name, p.category.value, f"[{p.lower:g}, {p.upper:g}]", f"{p.default:g}")
+    console.print(table)
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Download upstream's public student models.")
+
+
+@models_app.command("fetch")
+def fetch(
+    name: str = typer.Argument(..., help="lambda_00 or lambda_01."),
+    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Where models live (default: ~/.cache/tha/models, or $THA_HOME/models)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from (default: upstream; $THA_MODELS_URL)."),
+) -> None:
+    """Download a model into the cache (verified by sha256) and print its directory."""
+    from tha.models.hub import fetch_model
+
+    target = fetch_model(name, cache, base_url, progress=lambda f, n: typer.echo(f"  {f} ({n / 1e6:.2f} MB)", err=True))
+    typer.echo(str(target))
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """List the models `tha models fetch` knows and where they are cached."""
+    from tha.models.hub import MODELS, cache_dir
+
+    for name in MODELS:
+        present = (cache_dir() / name / "character_model.yaml").is_file()
+        typer.echo(f"{name}\t{'downloaded' if present else 'not downloaded'}\t{cache_dir() / name}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pose")(pose)
+    app.command("info")(info)
+    app.add_typer(models_app, name="models")

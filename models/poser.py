@@ -1,0 +1,57 @@
+"""The one posing contract: (image, pose) -> image, with named intermediate stages.
+
+Students, the teacher, the rig teacher and every runtime backend honour it; tests and the
+distiller compare posers through it. Images are (N,4,512,512) in the SPEC's [-1,1]
+premultiplied linear space; poses are (N,45).
+"""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from tha.models.character import CharacterModel
+from tha.models.student import BodyMorpher, FaceMorpher
+
+# Where the 128x128 face patch sits in the 512x512 image (SPEC).
+FACE_ROWS = slice(80, 208)
+FACE_COLS = slice(192, 320)
+
+
+@runtime_checkable
+class Poser(Protocol):
+    """image (N,4,512,512) + pose (N,45) -> posed image (N,4,512,512)."""
+
+    def pose(self, image: Tensor, pose: Tensor) -> Tensor: ...
+
+    def stages(self, image: Tensor, pose: Tensor) -> dict[str, Tensor]:
+        """Every named output, the final image under ``"image"`` among them... """
+
+
+def paste_face(image: Tensor, patch: Tensor) -> Tensor:
+    out = image.expand(patch.shape[0], -1, -1, -1).clone()
+    out[:, :, FACE_ROWS, FACE_COLS] = patch
+    return out
+
+
+class StudentPoser(torch.nn.Module):
+    """The reference ("torch") student renderer, composed exactly as upstream's mode 14."""
+
+    def __init__(self, face_morpher: FaceMorpher, body_morpher: BodyMorpher):
+        super().__init__()
+        self.face_morpher = face_morpher
+        self.body_morpher = body_morpher
+
+    @classmethod
+    def from_model(cls, model: CharacterModel) -> "StudentPoser":
+        return cls(model.face_morpher, model.body_morpher)
+
+    @torch.no_grad()
+    def stages(self, image: Tensor, pose: Tensor) -> dict[str, Tensor]:
+        patch = self.face_morpher(pose[:, : self.face_morpher.config.pose_size])
+        body = self.body_morpher(paste_face(image, patch), pose)
+        return {"face_morpher_output": patch, **body._asdict(), "image": body.blended_image}
+
+    def pose(self, image: Tensor, pose: Tensor) -> Tensor:
+        return self.stages(image, pose)["image"]

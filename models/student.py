@@ -1,0 +1,149 @@
+"""The THA4 student: a SIREN face morpher and a three-level SIREN body morpher.
+
+Module and parameter names follow upstream's ``SirenFaceMorpher00`` and ``SirenMorpher03``
+so their ``face_morpher.pt`` / ``body_morpher.pt`` load with ``strict=True``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class FaceMorpherConfig:
+    image_size: int = 128
+    pose_size: int = 39
+    channels: int = 128
+    num_sine_layers: int = 8
+    out_channels: int = 4
+    omega_0: float = 30.0
+
+
+@dataclass(frozen=True)
+class BodyMorpherConfig:
+    image_size: int = 512
+    pose_size: int = 45
+    level_sizes: tuple[int, ...] = (128, 256, 512)
+    level_channels: tuple[int, ...] = (360, 180, 90)
+    sine_layers_per_level: int = 3
+    image_channels: int = 4
+    omega_0: float = 30.0
+
+
+def position_grid(size: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+    """(1,2,size,size) pixel-centre coordinates in [-1,1]: channel 0 is x, channel 1 is y,
+    exactly ``affine_grid(identity, align_corners=False)``."""
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=dtype, device=device)
+    return F.affine_grid(identity, [1, 1, size, size], align_corners=False).permute(0, 3, 1, 2)
+
+
+def pose_planes(pose: Tensor, size: int) -> Tensor:
+    """Broadcast (N,P) to (N,P,size,size): each pose value becomes a constant input plane."""
+    return pose[:, :, None, None].expand(-1, -1, size, size)
+
+
+class SineLayer(nn.Module):
+    """sin(omega_0 * (W x + b)) as a 1x1 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, omega_0: float = 30.0):
+        super().__init__()
+        self.omega_0 = omega_0
+        self.linear = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(self.omega_0 * self.linear(x))
+
+
+def siren_init_(layers: list[SineLayer], omega_0: float, *, first_takes_coordinates: bool) -> None:
+    """SIREN initialisation (Sitzmann et al.): a layer fed raw coordinates gets U(-1/n, 1/n),
+    every other U(-sqrt(6/n)/omega_0, +sqrt(6/n)/omega_0)."""
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            n = layer.linear.in_channels
+            bound = 1.0 / n if (i == 0 and first_takes_coordinates) else (6.0 / n) ** 0.5 / omega_0
+            layer.linear.weight.uniform_(-bound, bound)
+
+
+class _Siren(nn.Module):
+    def __init__(self, config: FaceMorpherConfig):
+        super().__init__()
+        c = config
+        widths = [c.pose_size + 2] + [c.channels] * c.num_sine_layers
+        self.sine_layers = nn.ModuleList(SineLayer(i, o, c.omega_0) for i, o in zip(widths, widths[1:]))
+        self.last_linear = nn.Conv2d(c.channels, c.out_channels, kernel_size=1)
+        siren_init_(list(self.sine_layers), c.omega_0, first_takes_coordinates=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.sine_layers:
+            x = layer(x)
+        return self.last_linear(x)
+
+
+class FaceMorpher(nn.Module):
+    """pose[:, 0:39] -> the 128x128 face patch (N,4,128,128)."""
+
+    def __init__(self, config: FaceMorpherConfig = FaceMorpherConfig()):
+        super().__init__()
+        self.config = config
+        self.siren = _Siren(config)
+
+    def forward(self, pose: Tensor) -> Tensor:
+        size = self.config.image_size
+        grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
+        return self.siren(torch.cat([grid, pose_planes(pose, size)], dim=1))
+
+
+class BodyOutput(NamedTuple):
+    blended_image: Tensor
+    alpha: Tensor
+    color_change: Tensor
+    warped_image: Tensor
+    grid_change: Tensor
+
+
+def warp(image: Tensor, grid_change: Tensor) -> Tensor:
+    """Resample ``image`` at identity + grid_change (bilinear, border, align_corners=False)."""
+    n, _, h, w = image.shape
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=image.dtype, device=image.device)
+    base = F.affine_grid(identity.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+    grid = base + grid_change.permute(0, 2, 3, 1)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class BodyMorpher(nn.Module):
+    """(image, pose) -> blended, alpha, color_change, warped, grid_change at 512x512."""
+
+    def __init__(self, config: BodyMorpherConfig = BodyMorpherConfig()):
+        super().__init__()
+        self.config = config
+        c = config
+        extra = c.pose_size + 2
+        self.siren_layers = nn.ModuleList()
+        for level, width in enumerate(c.level_channels):
+            out_width = c.level_channels[level + 1] if level + 1 < len(c.level_channels) else width
+            widths = [extra + (0 if level == 0 else width)] + [width] * (c.sine_layers_per_level - 1) + [out_width]
+            layers = [SineLayer(i, o, c.omega_0) for i, o in zip(widths, widths[1:])]
+            siren_init_(layers, c.omega_0, first_takes_coordinates=level == 0)
+            self.siren_layers.append(nn.Sequential(*layers))
+        self.last_linear = nn.Conv2d(c.level_channels[-1], c.image_channels + 3, kernel_size=1)
+
+    def features(self, pose: Tensor) -> Tensor:
+        x = None
+        for size, level in zip(self.config.level_sizes, self.siren_layers):
+            grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
+            inputs = [grid, pose_planes(pose, size)]
+            if x is not None:
+                inputs.insert(0, F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+            x = level(torch.cat(inputs, dim=1))
+        return self.last_linear(x)
+
+    def forward(self, image: Tensor, pose: Tensor) -> BodyOutput:
+        out = self.features(pose)
+        grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
+        warped = warp(image, grid_change)
+        blended = (1 - alpha) * warped + alpha * color_change
+        return BodyOutput(blended, alpha, color_change, warped, grid_change)

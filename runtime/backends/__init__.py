@@ -1,0 +1,1 @@
+"""Interchangeable inference engines behind one contract (``base.Backend``)."""

@@ -1,0 +1,72 @@
+"""The backend contract: load a character model once, then pose -> frame, as fast as it can.
+
+A frame is display-ready straight-alpha RGBA uint8 (H,W,4): on the host, or already on the
+GPU (a CUDA tensor) so the viewer can hand it to OpenGL without a round trip.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Frame:
+    rgba: np.ndarray | torch.Tensor  # (H,W,4) uint8; a torch tensor may live on CUDA
+
+    @property
+    def on_device(self) -> bool:
+        return isinstance(self.rgba, torch.Tensor) and self.rgba.is_cuda
+
+    def host(self) -> np.ndarray:
+        if isinstance(self.rgba, torch.Tensor):
+            return self.rgba.detach().to("cpu").numpy()
+        return self.rgba
+
+
+class Backend(ABC):
+    """One character model behind one inference engine."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def render(self, pose: np.ndarray) -> Frame:
+        """(45,) float32 pose -> display-ready frame."""
+
+    def render_tensor(self, pose: np.ndarray) -> torch.Tensor:
+        """(45,) pose -> (1,4,512,512) float32 in the [-1,1] space, for parity checks.
+        Backends whose output is uint8 only (the fused graph) don't offer it."""
+        raise NotImplementedError(f"backend {self.name} produces uint8 frames only")
+
+    def close(self) -> None:
+        """Free engine resources."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FaceCache:
+    """Reuses the face patch while pose[0:39] is unchanged: head turns and breathing then cost
+    only the body morpher."""
+
+    def __init__(self, face_pose_size: int = 39):
+        self.face_pose_size = face_pose_size
+        self._key: bytes | None = None
+        self._patch = None
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, pose: np.ndarray, compute):
+        key = np.ascontiguousarray(pose[: self.face_pose_size], dtype=np.float32).tobytes()
+        if key != self._key:
+            self._patch = compute(pose)
+            self._key = key
+            self.misses += 1
+        else:
+            self.hits += 1
+        return self._patch
