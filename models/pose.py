@@ -188,7 +188,7 @@ def pose_to_dict(pose: np.ndarray) -> dict[str, float]:
     pose = np.asarray(pose, dtype=np.float32).reshape(-1)
     if pose.shape[0] != POSE_SIZE:
         raise ThaError(f"a pose has {POSE_SIZE} values, got {pose.shape[0]}")
-    return {name: round(float(v), 6) for name, v in zip(PARAMETER_NAMES, pose)}
+    return {name: float(v) for name, v in zip(PARAMETER_NAMES, pose)}
 
 
 def parse_assignments(items: Iterable[str], *, base: np.ndarray | None = None,

@@ -1,0 +1,127 @@
+"""Writing frame sequences: video files through PyAV (FFmpeg) or a folder of PNGs.
+
+Transparency survives where the container allows it (.webm VP9 with alpha, .mov QuickTime
+Animation, PNG folders); elsewhere frames are composited over a solid background.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from tha.models.errors import ThaError
+from tha.models.image import save_png
+
+
+@dataclass(frozen=True)
+class Format:
+    codec: str
+    pixel_format: str
+    keeps_alpha: bool
+    options: tuple[tuple[str, str], ...] = ()
+
+
+FORMATS: dict[str, Format] = {
+    ".mp4": Format("libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
+    ".mkv": Format("libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
+    ".webm": Format("libvpx-vp9", "yuva420p", True, (("crf", "30"), ("b", "0"), ("deadline", "realtime"))),
+    ".mov": Format("qtrle", "argb", True),
+    ".gif": Format("gif", "rgb8", False),
+}
+
+
+def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
+    """Straight-alpha RGBA over an opaque colour -> RGB uint8."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32) * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+    return np.round(rgb).astype(np.uint8)
+
+
+class VideoWriter:
+    """``write(rgba)`` frames of one size; ``close()`` finishes the file.
+
+    ``path`` ending in a known suffix is a video; anything else is a directory of
+    ``frame_000000.png`` files."""
+
+    def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None,
+                 background: tuple[int, int, int] = (255, 255, 255)):
+        self.path = Path(path)
+        self.fps = fps
+        self.size = size
+        self.background = background
+        self.frames = 0
+        self.format = FORMATS.get(self.path.suffix.lower())
+        self._container = None
+        self._stream = None
+        if self.format is None:
+            if self.path.suffix:
+                raise ThaError(f"cannot write '{self.path.suffix}' video; use one of "
+                               f"{', '.join(FORMATS)} or a directory name for PNG frames")
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.format.pixel_format.startswith("yuv") and (width % 2 or height % 2):
+            raise ThaError(f"{self.path.suffix} needs even frame sizes, got {width}x{height}")
+        self._container = av.open(str(self.path), mode="w")
+        rate = Fraction(self.fps).limit_denominator(1001)
+        self._stream = self._container.add_stream(self.format.codec, rate=rate)
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = self.format.pixel_format
+        self._stream.options = dict(self.format.options)
+
+    def write(self, rgba: np.ndarray) -> None:
+        if rgba.ndim != 3 or rgba.shape[2] != 4 or rgba.dtype != np.uint8:
+            raise ValueError(f"frames are (H,W,4) uint8, got {rgba.shape} {rgba.dtype}")
+        height, width = rgba.shape[:2]
+        if self.size is None:
+            self.size = (width, height)
+        elif self.size != (width, height):
+            raise ValueError(f"frame size changed from {self.size} to {(width, height)}")
+        if self.format is None:
+            save_png(self.path / f"frame_{self.frames:06d}.png", rgba)
+        else:
+            import av
+
+            if self._container is None:
+                self._open(width, height)
+            if self.format.keeps_alpha:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgba), format="rgba")
+            else:
+                frame = av.VideoFrame.from_ndarray(composite(rgba, self.background), format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is not None:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:
+    """Decode every frame of a video as RGBA uint8, with its frame rate (tests, tools)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0)
+        if stream.codec_context.name == "vp9":
+            # FFmpeg's native VP9 decoder drops the alpha plane; libvpx's keeps it.
+            decoder = av.codec.CodecContext.create("libvpx-vp9", "r")
+            frames = [f.to_ndarray(format="rgba") for p in container.demux(stream) for f in decoder.decode(p)]
+        else:
+            frames = [f.to_ndarray(format="rgba") for f in container.decode(stream)]
+        return frames, rate

@@ -1,0 +1,161 @@
+"""`tha pose`, `tha info`, `tha models fetch` as a user runs them: real processes, real files."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tha.models.image import load_rgba, tensor_to_rgba
+from tha.models.pose import pose_to_dict
+
+
+def tha(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def premultiplied(path: Path) -> np.ndarray:
+    """RGBA with colour weighted by alpha, so invisible pixels' colours don't count."""
+    x = load_rgba(path).astype(np.float64)
+    return np.concatenate([x[..., :3] * x[..., 3:] / 255.0, x[..., 3:]], axis=-1)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_pose_png_matches_reference(lambda00_dir, student_reference, tmp_path):
+    pose = student_reference["poses"][1]
+    (tmp_path / "pose.json").write_text(json.dumps(pose_to_dict(pose)))
+    result = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"),
+                 "-o", str(tmp_path / "out.png"), "--save-tensor", str(tmp_path / "out.npy"))
+    assert result.returncode == 0, result.stderr
+    expected = tensor_to_rgba(torch.from_numpy(student_reference["blended_image"][1]))
+    ours = load_rgba(tmp_path / "out.png")
+    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
+    raw = np.load(tmp_path / "out.npy")
+    assert raw.shape == (4, 512, 512) and raw.dtype == np.float32
+    assert np.abs(raw - student_reference["blended_image"][1]).max() <= 1e-3
+
+
+def test_set_overrides_pose_file_and_moves_the_face(lambda00_dir, tmp_path):
+    (tmp_path / "pose.json").write_text(json.dumps({"mouth_aaa": 1.0}))
+    closed = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "--set", "mouth_aaa=0",
+                 "-o", str(tmp_path / "closed.png"))
+    opened = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "open.png"))
+    assert closed.returncode == 0 and opened.returncode == 0, closed.stderr + opened.stderr
+    diff = np.abs(premultiplied(tmp_path / "closed.png") - premultiplied(tmp_path / "open.png")).sum(-1)
+    mouth = diff[150:208, 224:288].mean()  # where the mouth is, inside the face box
+    assert mouth > 5 * max(diff[300:].mean(), 0.01)
+
+
+def test_lambda01_renders_a_plausible_character(lambda01_dir, tmp_path):
+    """No reference exists for lambda_01: check that its neutral pose reproduces the
+    character it was trained on, and that a head turn moves pixels in the head, not the legs."""
+    neutral = tha("pose", str(lambda01_dir), "-o", str(tmp_path / "n.png"))
+    turned = tha("pose", str(lambda01_dir), "--set", "head_y=0.8", "-o", str(tmp_path / "t.png"))
+    assert neutral.returncode == 0 and turned.returncode == 0, neutral.stderr + turned.stderr
+    source, out = premultiplied(lambda01_dir / "character.png"), premultiplied(tmp_path / "n.png")
+    alpha_src, alpha_out = source[..., 3] > 127, out[..., 3] > 127
+    assert (alpha_src & alpha_out).sum() / (alpha_src | alpha_out).sum() > 0.95
+    mse = np.mean((source - out) ** 2)
+    assert 10 * np.log10(255.0**2 / mse) > 25.0
+    moved = np.abs(premultiplied(tmp_path / "t.png") - out).sum(-1)
+    assert moved[40:240].mean() > 3 * max(moved[420:].mean(), 0.01)
+
+
+def test_info_lists_parameters_and_sizes(lambda00_dir):
+    result = tha("info", str(lambda00_dir))
+    assert result.returncode == 0, result.stderr
+    assert "breathing" in result.stdout and "face morpher" in result.stdout and "512x512 RGBA" in result.stdout
+
+
+@pytest.fixture()
+def broken_model(lambda00_dir, tmp_path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(lambda00_dir, target)
+    return target
+
+
+def test_truncated_checkpoint(broken_model):
+    path = broken_model / "body_morpher.pt"
+    path.write_bytes(path.read_bytes()[:50000])
+    assert_one_line_error(tha("pose", str(broken_model), "-o", "/dev/null"), "body_morpher.pt", "corrupt or truncated")
+
+
+def test_checkpoint_with_a_missing_key(broken_model):
+    path = broken_model / "face_morpher.pt"
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    del state["siren.sine_layers.3.linear.bias"]
+    torch.save(state, path)
+    assert_one_line_error(tha("pose", str(broken_model), "-o", "/dev/null"), "face_morpher.pt",
+                          "missing keys siren.sine_layers.3.linear.bias")
+
+
+def test_checkpoint_with_a_pickled_object(broken_model):
+    torch.save({"weights": functools.partial(print, "pickled")}, broken_model / "face_morpher.pt")
+    assert_one_line_error(tha("pose", str(broken_model), "-o", "/dev/null"), "face_morpher.pt", "not a plain state_dict")
+
+
+def test_swapped_checkpoints(broken_model):
+    face, body = broken_model / "face_morpher.pt", broken_model / "body_morpher.pt"
+    data = face.read_bytes()
+    face.write_bytes(body.read_bytes())
+    body.write_bytes(data)
+    assert_one_line_error(tha("pose", str(broken_model), "-o", "/dev/null"), "face_morpher.pt", "does not fit")
+
+
+def test_rgb_character_image_and_bad_pose_names(broken_model):
+    from PIL import Image
+
+    Image.open(broken_model / "character.png").convert("RGB").save(broken_model / "character.png")
+    assert_one_line_error(tha("pose", str(broken_model)), "no alpha channel")
+    assert_one_line_error(tha("pose", str(broken_model), "--set", "mouth_aah=1"), "unknown pose parameter", "mouth_aaa")
+    assert_one_line_error(tha("pose", str(broken_model), "--set", "mouth_aaa=2", "--strict-range"), "outside [0, 1]")
+    assert_one_line_error(tha("pose", str(broken_model.parent / "nowhere")), "does not exist")
+    assert_one_line_error(tha("info", str(broken_model.parent)), "not a character model")
+
+
+def test_models_fetch_downloads_and_verifies(lambda00_dir, tmp_path):
+    """A real HTTP download from a loopback mirror laid out like upstream's repository."""
+    mirror = tmp_path / "mirror"
+    shutil.copytree(lambda00_dir, mirror / "lambda_00")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = tha("models", "fetch", "lambda_00", "--cache-dir", str(tmp_path / "cache"), "--base-url", url)
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()) == tmp_path / "cache" / "lambda_00"
+        for f in lambda00_dir.iterdir():
+            assert (tmp_path / "cache" / "lambda_00" / f.name).read_bytes() == f.read_bytes()
+        (mirror / "lambda_00" / "face_morpher.pt").write_bytes(b"tampered")
+        (tmp_path / "cache" / "lambda_00" / "face_morpher.pt").unlink()
+        bad = tha("models", "fetch", "lambda_00", "--cache-dir", str(tmp_path / "cache"), "--base-url", url)
+        assert_one_line_error(bad, "checksum")
+        assert not (tmp_path / "cache" / "lambda_00" / "face_morpher.pt").exists()
+    finally:
+        server.shutdown()
+
+
+def test_models_fetch_offline_says_where_to_put_files(tmp_path):
+    result = tha("models", "fetch", "lambda_01", "--cache-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9")
+    assert_one_line_error(result, "cannot download", "by hand", str(tmp_path / "lambda_01"))
+    assert_one_line_error(tha("models", "fetch", "lambda_99"), "unknown model")

@@ -1,0 +1,70 @@
+"""Upstream-exact students: the shared lambda_00 model reproduces upstream's reference outputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tha.models.character import load_character_model
+from tha.models.poser import StudentPoser
+
+STAGES = ["face_morpher_output", "blended_image", "alpha", "color_change", "warped_image", "grid_change"]
+
+
+@pytest.fixture(scope="module")
+def reference_outputs(lambda00, student_reference):
+    poser = StudentPoser.from_model(lambda00)
+    image = lambda00.image_tensor()[None]
+    return poser.stages(image, torch.from_numpy(student_reference["poses"]))
+
+
+def test_character_image_matches_reference_input(lambda00, student_reference):
+    image = lambda00.image_tensor().numpy()
+    assert np.abs(image - student_reference["image"][0]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_matches_upstream(reference_outputs, student_reference, stage):
+    ours = reference_outputs[stage].numpy()
+    theirs = student_reference[stage]
+    assert ours.shape == theirs.shape
+    error = np.abs(ours - theirs)
+    assert error.max() <= 1e-3, f"{stage}: max abs {error.max():.3g}"
+    assert error.mean() <= 1e-5, f"{stage}: mean abs {error.mean():.3g}"
+
+
+def test_final_image_is_the_blended_image(reference_outputs):
+    assert torch.equal(reference_outputs["image"], reference_outputs["blended_image"])
+
+
+def test_pose_changes_the_output(reference_outputs):
+    neutral, posed = reference_outputs["image"][0], reference_outputs["image"][1]
+    assert (neutral - posed).abs().mean() > 1e-3
+
+
+def test_save_round_trip_is_upstream_format(lambda00, tmp_path):
+    """Saved files load back bit-identically and are plain state dicts (upstream's format)."""
+    lambda00.save(tmp_path / "copy")
+    loaded = load_character_model(tmp_path / "copy")
+    for ours, theirs in ((loaded.face_morpher, lambda00.face_morpher), (loaded.body_morpher, lambda00.body_morpher)):
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    raw = torch.load(tmp_path / "copy" / "face_morpher.pt", weights_only=True, map_location="cpu")
+    assert isinstance(raw, dict) and "siren.last_linear.weight" in raw
+    assert np.array_equal(loaded.image_rgba, lambda00.image_rgba)
+
+
+def test_smaller_student_config_round_trips(tmp_path, lambda00):
+    """A smaller student is one config away, and its sizes are read back from the files."""
+    from tha.models.character import CharacterModel
+    from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig
+
+    face = FaceMorpher(FaceMorpherConfig(channels=32, num_sine_layers=3))
+    body = BodyMorpher(BodyMorpherConfig(level_sizes=(256, 512), level_channels=(48, 24)))
+    CharacterModel(lambda00.image_rgba, face, body).save(tmp_path / "small")
+    loaded = load_character_model(tmp_path / "small")
+    assert loaded.face_morpher.config == face.config
+    assert loaded.body_morpher.config == body.config
+    pose = torch.rand(1, 45)
+    image = loaded.image_tensor()[None]
+    assert torch.allclose(StudentPoser(face, body).pose(image, pose), StudentPoser.from_model(loaded).pose(image, pose))
