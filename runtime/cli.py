@@ -15,7 +15,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Pose anime characters in real time (THA4): students, teacher, export, viewer.")
 
 # Each module defines ``register(app)``. Heavy imports stay inside the commands.
-COMMAND_MODULES = ("tha.models.cli", "tha.export.cli", "tha.train.cli", "tha.runtime.commands", "tha.viewer.cli")
+COMMAND_MODULES = ("tha.models.cli", "tha.export.cli", "tha.train.cli", "tha.runtime.commands", "tha.viewer.cli",
+                   "tha.runtime.live", "tha.runtime.puppet")
 
 for _name in COMMAND_MODULES:
     if importlib.util.find_spec(_name) is not None:

@@ -1,0 +1,163 @@
+"""iFacialMocap: real v1/v2 datagrams over loopback UDP into the receiver and the ARKit converter."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from tha.models.pose import index_of, neutral_pose
+from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, FaceState
+from tha.runtime.sources.ifacialmocap import (
+    MAX_PACKET_BYTES, START_STRING, IFacialMocapSource, PacketError, format_packet, parse_packet)
+
+# One frame as the iOS app sends it (v2): every blend shape with _L/_R names, then the bones.
+REAL_V2 = (
+    "mouthSmile_R&8|eyeLookOut_L&0|mouthUpperUp_L&3|eyeWide_R&12|mouthClose&0|mouthPucker&9|"
+    "mouthRollLower&4|eyeBlink_R&2|eyeLookDown_L&17|cheekSquint_R&5|eyeBlink_L&3|tongueOut&0|"
+    "jawRight&0|eyeLookIn_R&0|cheekSquint_L&5|mouthDimple_L&2|mouthPress_L&6|eyeSquint_L&4|"
+    "mouthRight&0|mouthShrugLower&12|eyeLookUp_R&0|eyeLookOut_R&9|mouthPress_R&6|cheekPuff&3|"
+    "jawForward&2|mouthLowerDown_L&3|mouthFrown_L&1|mouthShrugUpper&8|browOuterUp_L&2|"
+    "browInnerUp&6|mouthDimple_R&2|browDown_R&0|mouthUpperUp_R&3|mouthRollUpper&2|"
+    "mouthFunnel&3|mouthStretch_R&4|mouthFrown_R&1|eyeLookDown_R&17|jawOpen&4|jawLeft&1|"
+    "browDown_L&0|mouthSmile_L&7|noseSneer_R&5|mouthLowerDown_R&3|noseSneer_L&6|eyeWide_L&12|"
+    "mouthStretch_L&4|browOuterUp_R&2|eyeLookIn_L&9|eyeSquint_R&4|eyeLookUp_L&0|mouthLeft&1|"
+    "=head#-4.2871337,3.5216045,-1.1590178,0.0114513,-0.0292871,-0.3864261|"
+    "rightEye#6.1022124,0.3581547,0.0212004|leftEye#6.0919361,-2.5604627,-0.1412331|"
+)
+
+
+def test_real_v2_frame_parses_every_blend_shape():
+    face = parse_packet(REAL_V2.encode())
+    assert set(face.blendshapes) == set(BLENDSHAPE_NAMES)
+    assert face["eyeLookDownLeft"] == pytest.approx(0.17) and face["mouthSmileRight"] == pytest.approx(0.08)
+    assert face.head == pytest.approx((-4.2871337, 3.5216045, -1.1590178))
+
+
+def test_v1_frame_parses_like_v2():
+    face = FaceState({"eyeBlinkLeft": 0.75, "jawOpen": 0.3, "browInnerUp": 0.1}, (-12.5, 7.25, -3.0))
+    v1, v2 = parse_packet(format_packet(face, version=1)), parse_packet(format_packet(face, version=2))
+    assert b"eyeBlink_L-75" in format_packet(face, version=1)
+    assert v1.blendshapes == v2.blendshapes == pytest.approx(face.blendshapes)
+    assert v1.head == v2.head == pytest.approx(face.head)
+
+
+@pytest.mark.parametrize("data", [
+    b"\xff\xfe\x00garbage",
+    REAL_V2[: len(REAL_V2) // 2].encode(),  # truncated: the head part is lost
+    REAL_V2.replace("jawOpen&4", "jawOpen&").encode(),
+    REAL_V2.replace("=head#-4.2871337,", "=head#").encode(),
+    REAL_V2.replace("browInnerUp&6", "browInnerUp&nan").encode(),
+    b"x" * (MAX_PACKET_BYTES + 1),
+])
+def test_bad_frames_raise_packet_error(data):
+    with pytest.raises(PacketError):
+        parse_packet(data)
+
+
+@pytest.fixture
+def receiver():
+    source = IFacialMocapSource(bind="127.0.0.1", port=0, stale_after=0.5, ease_seconds=0.3)
+    source.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    yield source, sender
+    sender.close()
+    source.close()
+
+
+def _wait(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the receiver did not take the datagrams in time"
+        time.sleep(0.005)
+
+
+def _perform(source: IFacialMocapSource, sender: socket.socket, face: FaceState, frames: int = 30) -> np.ndarray:
+    """Send ``face`` for ``frames`` frames at the phone's 60 Hz; the receiver's newest pose."""
+    expected = source.packets + frames
+    for _ in range(frames):
+        sender.sendto(format_packet(face), source.address)
+        time.sleep(1 / 60)
+    _wait(lambda: source.packets >= expected)
+    return source.read(time.monotonic())
+
+
+def test_blink_turn_and_jaw_move_the_right_parameters(receiver):
+    source, sender = receiver
+    rest = _perform(source, sender, FaceState({}, (0.0, 0.0, 0.0)), frames=5)
+    np.testing.assert_allclose(rest, neutral_pose(), atol=1e-6)
+
+    blink = _perform(source, sender, FaceState({"eyeBlinkLeft": 1.0}))
+    assert blink[index_of("eye_wink_left")] > 0.8
+    assert blink[index_of("eye_wink_right")] == pytest.approx(0.0, abs=1e-6)
+
+    turn = _perform(source, sender, FaceState({}, (0.0, 8.0, 12.0)))
+    assert turn[index_of("eye_wink_left")] < 0.2  # eyes open again
+    assert turn[index_of("head_y")] == pytest.approx(-0.8, abs=0.1)  # yaw / 10 degrees, mirrored
+    assert turn[index_of("neck_z")] == pytest.approx(0.8, abs=0.1)  # roll / 15 degrees
+    assert turn[index_of("body_y")] < 0 and turn[index_of("body_z")] > 0
+    assert abs(turn[index_of("head_x")]) < 1e-3
+
+    jaw = _perform(source, sender, FaceState({"jawOpen": 0.6}, (0.0, 0.0, 0.0)))
+    assert jaw[index_of("mouth_aaa")] > 0.8
+    assert jaw[index_of("mouth_ooo")] == pytest.approx(0.0, abs=1e-6)
+    assert abs(jaw[index_of("head_y")]) < 0.2
+    assert source.malformed == source.oversized == 0
+
+
+def test_start_string_reaches_the_phone():
+    phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    phone.bind(("127.0.0.1", 0))
+    phone.settimeout(5.0)
+    source = IFacialMocapSource(bind="127.0.0.1", port=0, phone="127.0.0.1", phone_port=phone.getsockname()[1])
+    try:
+        source.start()
+        data, sender = phone.recvfrom(4096)
+        assert data == START_STRING
+        assert data.decode().endswith("|sendDataVersion=v2")
+        assert sender[1] == source.address[1]  # sent from the port the phone's frames come back to
+    finally:
+        source.close()
+        phone.close()
+
+
+def test_garbage_truncated_and_oversized_are_counted_and_skipped(receiver):
+    source, sender = receiver
+    bad = [b"\x00\xff\xfe\xfd", b"hello|world", REAL_V2[:200].encode(), REAL_V2.replace("&", "&x").encode()]
+    for data in bad:
+        sender.sendto(data, source.address)
+    sender.sendto(b"eyeBlink_L&100|" * 3000, source.address)  # 45 KB: one UDP datagram, far too big
+    _wait(lambda: source.malformed + source.oversized == len(bad) + 1)
+    assert (source.malformed, source.oversized, source.packets) == (len(bad), 1, 0)
+    np.testing.assert_array_equal(source.read(time.monotonic()), neutral_pose())
+    assert source.status.startswith("waiting")
+
+    sender.sendto(REAL_V2.encode(), source.address)  # the receiver is still alive
+    _wait(lambda: source.packets == 1)
+    assert source.status.startswith("ok")
+
+
+def test_silence_makes_the_source_stale_and_eases_to_neutral(receiver):
+    source, sender = receiver
+    turned = _perform(source, sender, FaceState({"jawOpen": 0.5}, (10.0, -10.0, 0.0)), frames=20)
+    assert turned[index_of("head_x")] < -0.5 and turned[index_of("head_y")] > 0.5
+    last = source.received_at
+    halfway = source.read(last + source.stale_after + source.ease_seconds / 2)
+    assert 0.2 < halfway[index_of("head_y")] < turned[index_of("head_y")]
+    np.testing.assert_allclose(source.read(last + source.stale_after + source.ease_seconds), neutral_pose(), atol=1e-6)
+
+    time.sleep(source.stale_after + 0.2)
+    assert source.stale(time.monotonic())
+    assert source.status.startswith("stale")
+
+
+def test_calibrating_on_the_users_rest_face(receiver):
+    source, sender = receiver
+    rest = FaceState({"browInnerUp": 0.3, "jawOpen": 0.2}, (5.0, -3.0, 2.0))  # this user's relaxed face
+    assert _perform(source, sender, rest, frames=5)[index_of("head_x")] < -0.2
+    source.calibrate(frames=5)
+    _perform(source, sender, rest, frames=5)
+    assert not source.converter.calibrating
+    settled = _perform(source, sender, rest, frames=30)
+    np.testing.assert_allclose(settled, neutral_pose(), atol=0.02)

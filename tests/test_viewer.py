@@ -1,0 +1,318 @@
+"""The viewer on real GL (Mesa llvmpipe): a real X window under Xvfb and a headless EGL
+context, read back with glReadPixels and compared with `tha pose`'s PNG of the same pose."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tha.viewer  # noqa: F401  (PyOpenGL's EGL platform, before anything imports OpenGL)
+from tha.models.errors import ThaError
+from tha.models.image import load_rgba
+from tha.models.pose import neutral_pose, pose_from_dict
+from tha.runtime.backends.base import Backend, Frame
+from tha.runtime.sources.base import SliderSource
+
+POSE = {"head_x": 0.35, "neck_z": -0.2, "eye_wink_left": 0.8, "mouth_aaa": 0.6, "body_z": 0.25, "breathing": 0.5}
+GREEN = 1  # index of the green screen in tha.viewer.canvas.BACKGROUNDS
+GREEN_RGB = (0, 255, 0)
+
+
+class MemoBackend(Backend):
+    """The real torch backend, each distinct pose rendered once per test session (a 512x512
+    frame costs seconds on this CPU); records the order of the poses it was asked for."""
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.name = inner.name
+        self.cache: dict[bytes, Frame] = {}
+        self.asked: list[np.ndarray] = []
+        self.started = threading.Event()
+
+    def render(self, pose: np.ndarray) -> Frame:
+        self.asked.append(np.array(pose))
+        self.started.set()
+        key = np.asarray(pose, np.float32).tobytes()
+        if key not in self.cache:
+            self.cache[key] = self.inner.render(pose)
+        return self.cache[key]
+
+
+@pytest.fixture(scope="session")
+def backend(lambda00):
+    from tha.runtime.backends.torch import TorchBackend
+
+    return MemoBackend(TorchBackend(lambda00))
+
+
+@pytest.fixture(scope="session")
+def pose() -> np.ndarray:
+    return pose_from_dict(POSE)
+
+
+@pytest.fixture(scope="session")
+def reference(lambda00_dir, tmp_path_factory) -> np.ndarray:
+    """`tha pose`'s PNG for POSE (run in-process through the real command)."""
+    from typer.testing import CliRunner
+
+    from tha.runtime.cli import app
+
+    out = tmp_path_factory.mktemp("pose") / "posed.png"
+    args = ["pose", str(lambda00_dir), "-o", str(out)] + [a for k, v in POSE.items() for a in ("--set", f"{k}={v}")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return load_rgba(out)
+
+
+@pytest.fixture(scope="session")
+def xvfb():
+    """A private X server for the session; DISPLAY points at it while the tests run."""
+    if shutil.which("Xvfb") is None:
+        pytest.fail("Xvfb is not installed (apt-get install xvfb); the window tests need an X server")
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        server.kill()
+        pytest.fail("Xvfb did not start")
+    previous = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{number}"
+    yield os.environ["DISPLAY"]
+    if previous is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = previous
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def composite(rgba: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.float64) / 255.0
+    return np.round(rgba[..., :3] * alpha + np.asarray(rgb, np.float64) * (1.0 - alpha)).astype(np.uint8)
+
+
+def checkerboard(height: int, width: int) -> np.ndarray:
+    """The viewer's transparent background: 16 px cells counted from the lower-left corner."""
+    rows = (height - 1 - np.arange(height))[:, None] // 16
+    cols = np.arange(width)[None, :] // 16
+    grey = np.where((rows + cols) % 2 == 0, 204, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def psnr_on_character(drawn_rgb: np.ndarray, reference_rgba: np.ndarray, background_rgb: np.ndarray) -> float:
+    expected = composite(reference_rgba, (0, 0, 0)).astype(np.float64)
+    alpha = reference_rgba[..., 3:4].astype(np.float64) / 255.0
+    expected = np.round(expected + background_rgb.astype(np.float64) * (1.0 - alpha))
+    mask = reference_rgba[..., 3] > 0
+    assert mask.mean() > 0.1, "the reference should show the character"
+    mse = np.mean((drawn_rgb[mask].astype(np.float64) - expected[mask]) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def crop(pixels: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
+    x, y, w, h = rect
+    return pixels[y:y + h, x:x + w]
+
+
+def check_viewer(viewer, pose, reference, tmp_path: Path) -> None:
+    """The shared checks for the window and the headless context."""
+    viewer.set_background(GREEN)
+    viewer.wait_for_pose(pose)
+    with_overlay = viewer.step(read=True)
+    viewer.trigger("toggle_overlay")
+    viewer.step()
+    bare = viewer.step(read=True)
+    rect = viewer.image_rect()
+    assert rect == (150, 0, 512, 512)  # 812x512: aspect kept, centred, 1:1
+
+    # The character matches `tha pose`'s PNG composited on the same green.
+    green = np.broadcast_to(np.asarray(GREEN_RGB, np.uint8), (512, 512, 3))
+    assert psnr_on_character(crop(bare, rect)[..., :3], reference, green) >= 40.0
+    # Outside the character the green screen shows; beside the image, the clear colour.
+    transparent = reference[..., 3] == 0
+    assert (crop(bare, rect)[..., :3][transparent] == GREEN_RGB).all()
+
+    # The overlay panel (top-left) changes its pixels; elsewhere the frames agree.
+    panel = (with_overlay[8:400, 8:300] != bare[8:400, 8:300]).any(axis=2)
+    assert panel.mean() > 0.5
+    assert (with_overlay[:, 700:] == bare[:, 700:]).all()
+
+    # The screenshot action writes the picture without the panel: it equals the readback.
+    viewer.screenshot_dir = tmp_path
+    viewer.trigger("screenshot")
+    viewer.step()
+    shot = np.asarray(Image.open(viewer.last_screenshot))
+    assert viewer.last_screenshot.parent == tmp_path
+    assert (shot == crop(bare, rect)).all()
+
+
+def test_window_matches_tha_pose(xvfb, backend, pose, reference, tmp_path):
+    from tha.viewer.app import Viewer
+
+    with Viewer(backend, SliderSource(pose), title="tha test") as viewer:
+        assert not viewer.surface.offscreen
+        check_viewer(viewer, pose, reference, tmp_path)
+
+
+def test_offscreen_matches_tha_pose_without_x(backend, pose, reference, tmp_path, monkeypatch):
+    from tha.viewer.app import Viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with Viewer(backend, SliderSource(pose), offscreen=True) as viewer:
+        assert viewer.surface.offscreen
+        check_viewer(viewer, pose, reference, tmp_path)
+
+
+def test_pose_actions_reset_save_load(backend, pose, tmp_path, monkeypatch):
+    from tha.viewer.app import Viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    source = SliderSource(pose)
+    with Viewer(backend, source, offscreen=True) as viewer:
+        viewer.overlay.pose_path = str(tmp_path / "pose.json")
+        viewer.trigger("save_pose")
+        viewer.trigger("reset")
+        viewer.step()
+        assert np.array_equal(source.read(), neutral_pose())
+        viewer.trigger("load_pose")
+        viewer.step()
+        np.testing.assert_allclose(source.read(), pose, atol=1e-6)
+        # A bad pose file is reported in the panel; the viewer keeps running.
+        (tmp_path / "pose.json").write_text("{not json")
+        viewer.trigger("load_pose")
+        viewer.step()
+        assert "not valid JSON" in viewer.readout.message
+        np.testing.assert_allclose(source.read(), pose, atol=1e-6)
+
+
+def test_newest_pose_wins(backend, pose, monkeypatch):
+    """While the backend renders, two poses arrive: only the newest is rendered next."""
+    from tha.viewer.worker import RenderWorker
+
+    source = SliderSource(neutral_pose())
+    backend.asked.clear()
+    backend.started.clear()
+    worker = RenderWorker(backend, source)
+    worker.start()
+    try:
+        assert backend.started.wait(60)
+        skipped = pose_from_dict({"head_y": 0.5})
+        source.set_pose(skipped)
+        source.set_pose(pose)
+        assert worker.wait_for(pose, timeout=120) is not None
+    finally:
+        worker.stop()
+    asked = [p.tobytes() for p in backend.asked]
+    assert asked[0] == neutral_pose().tobytes()
+    assert pose.tobytes() in asked and skipped.tobytes() not in asked
+
+
+def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path, monkeypatch):
+    """run_viewer (the API behind `tha view`) headless: max_frames frames, each recorded
+    without the panel over the checkerboard."""
+    from tha.viewer.app import run_viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    out = tmp_path / "frames"
+    run_viewer(backend, SliderSource(pose), offscreen=True, max_frames=3, record=out, fps=60.0)
+    frames = sorted(out.glob("*.png"))
+    assert len(frames) == 3
+    first = np.asarray(Image.open(frames[0]).convert("RGB"))
+    assert psnr_on_character(first, reference, checkerboard(512, 512)) >= 40.0
+
+
+def test_missing_display_is_one_clear_line(backend, monkeypatch):
+    from tha.viewer.app import Viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(ThaError, match="no display.*--offscreen"):
+        Viewer(backend, SliderSource())
+
+
+def test_closing_the_window_ends_run_viewer(xvfb, backend, pose, monkeypatch):
+    """The window manager's close (GLFW's should-close flag) ends the loop cleanly."""
+    import glfw
+
+    from tha.viewer.app import Viewer, run_viewer
+
+    opened = []
+    enter = Viewer.__enter__
+    monkeypatch.setattr(Viewer, "__enter__", lambda viewer: opened.append(viewer) or enter(viewer))
+
+    def close_soon():
+        while not opened:
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.5)
+        glfw.set_window_should_close(opened[0].surface.handle, True)
+
+    closer = threading.Thread(target=close_soon)
+    closer.start()
+    run_viewer(backend, SliderSource(pose), max_frames=None)
+    closer.join()
+    assert opened[0].surface.handle is None  # the window was destroyed on the way out
+
+
+@pytest.mark.slow
+def test_cli_view_offscreen_and_missing_display(lambda00_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    tha = [str(Path(sys.executable).with_name("tha"))]
+    out = tmp_path / "rec"
+    done = subprocess.run([*tha, "view", str(lambda00_dir), "--offscreen", "--frames", "2", "--record", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.glob("*.png"))) == 2
+    failed = subprocess.run([*tha, "view", str(lambda00_dir), "--frames", "1"], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [
+        "error: no display: DISPLAY is not set; run under X (or Xvfb), or use --offscreen"]
+
+
+def test_bench_reports_pbo_upload_draw(lambda00_dir, monkeypatch):
+    from tha.viewer.bench import measure_viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    rows = measure_viewer(lambda00_dir, frames=10)
+    names = [name for name, _ in rows]
+    assert names[0] == "viewer PBO upload+draw 512x512 (ms/frame)"
+    assert all(np.isfinite(ms) and ms > 0 for _, ms in rows)
+
+
+@pytest.mark.gpu
+def test_cuda_frames_reach_gl_through_interop(lambda00, monkeypatch):
+    """A CUDA frame goes into the texture via cuda-python interop and draws exactly like the
+    same frame uploaded from the host."""
+    import torch
+
+    from tha.runtime.backends.torch import TorchBackend
+    from tha.viewer.canvas import Canvas
+    from tha.viewer.offscreen import Offscreen
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    frame = TorchBackend(lambda00, device="cuda").render(pose_from_dict(POSE))
+    assert frame.on_device
+    surface = Offscreen((512, 512))
+    canvas = Canvas()
+    try:
+        canvas.upload_device(frame.rgba)
+        through_interop = canvas.composite()
+        assert canvas.interop is not None
+        canvas.upload(frame.host())
+        through_host = canvas.composite()
+    finally:
+        canvas.close()
+        surface.close()
+    assert (through_interop == through_host).all()
+    assert (through_interop[..., :3] != through_interop[0, 0, :3]).any()  # not a blank frame
+    torch.cuda.synchronize()

@@ -1,0 +1,114 @@
+"""Webcam/video puppeteering on a real face: skimage's astronaut photo, rotated, as a video."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tha.models.errors import ThaError
+from tha.models.pose import index_of, neutral_pose
+
+# A head rolling from -15 to +15 degrees in 3-degree steps (skimage rotates counter-clockwise
+# for positive angles); the checks read the -15, 0 and +15 frames.
+SWEEP = tuple(float(a) for a in range(-15, 16, 3))
+ANGLES = (-15.0, 0.0, 15.0)
+CHECKED = tuple(SWEEP.index(a) for a in ANGLES)
+
+
+def _rgba(rgb: np.ndarray) -> np.ndarray:
+    return np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+
+
+@pytest.fixture(scope="module")
+def astronaut_video(tmp_path_factory):
+    from skimage import data, transform
+
+    from tha.runtime.video import VideoWriter
+
+    photo = data.astronaut()
+    covered = photo.copy()
+    covered[20:260, 120:320] = 128  # a grey card over the whole face
+    path = tmp_path_factory.mktemp("webcam") / "astronaut.mp4"
+    with VideoWriter(path, fps=10) as writer:
+        for angle in SWEEP:
+            writer.write(_rgba((transform.rotate(photo, angle, mode="edge") * 255).round().astype(np.uint8)))
+        writer.write(_rgba(covered))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tracked(astronaut_video):
+    """(head angles, status) for every frame of the video, through CaptureSource."""
+    from tha.runtime.sources.webcam import CaptureSource
+
+    source = CaptureSource(path=astronaut_video, realtime=False)
+    results = []
+    with source:
+        while source.step():
+            face = source.last_face if source.status == "ok" else None
+            results.append((None if face is None else face.head, source.status, source.read(0.0)))
+            source.last_face = None
+        assert source.status == "video ended"
+        assert source.frames == len(SWEEP) + 1 and source.track_ms > 0
+    return results
+
+
+def test_head_roll_follows_the_rotation(tracked):
+    rolls = []
+    for angle, (head, status, _) in zip(ANGLES, [tracked[i] for i in CHECKED]):
+        assert status == "ok" and head is not None, f"no face found at {angle} degrees"
+        pitch, yaw, roll = head
+        assert roll == pytest.approx(angle, abs=5.0)
+        assert abs(yaw) < 10 and abs(pitch) < 10  # an in-plane rotation is not a turn or a nod
+        rolls.append(roll)
+    assert rolls[0] < rolls[1] < rolls[2]
+    assert rolls[2] - rolls[0] == pytest.approx(30.0, abs=4.0)
+
+
+def test_covered_face_reports_no_face(tracked):
+    head, status, pose = tracked[-1]
+    assert head is None and status == "no face"
+    # The last seen face's pose is held (eased to neutral only after stale_after seconds).
+    np.testing.assert_array_equal(pose, tracked[-2][2])
+
+
+def test_roll_drives_neck_z_after_calibrating_on_the_upright_frame(astronaut_video):
+    from tha.runtime.sources.arkit import ArkitConverter
+    from tha.runtime.sources.webcam import FaceMeshTracker
+    from tha.runtime.video import read_video
+
+    frames, _ = read_video(astronaut_video)
+    tracker = FaceMeshTracker(static_images=True)
+    faces = [tracker.track(np.ascontiguousarray(frames[i][..., :3]), 0) for i in CHECKED]
+    tracker.close()
+    converter = ArkitConverter()
+    converter.calibrate(faces[1])
+    neck = [converter.raw_pose(face)[index_of("neck_z")] for face in faces]
+    assert neck[0] < -0.8 and neck[2] > 0.8  # +-15 degrees is the full neck range
+    assert neck[1] == pytest.approx(0.0, abs=1e-6)
+    upright = converter.raw_pose(faces[1])
+    np.testing.assert_allclose(upright, neutral_pose(), atol=1e-6)  # the rest face is the neutral pose
+    for side in ("Left", "Right"):  # eyes open in the photo
+        assert faces[1][f"eyeBlink{side}"] < 0.2
+
+
+def test_missing_camera_is_a_status_not_a_crash():
+    from tha.runtime.sources.webcam import CaptureSource
+
+    with CaptureSource(device=97, realtime=False) as source:
+        assert source.status.startswith("no camera")
+        assert not source.step()
+        assert source.status == "no camera: cannot open camera 97"
+        np.testing.assert_array_equal(source.read(0.0), neutral_pose())
+
+
+def test_missing_video_and_task_file_are_clear_errors(tmp_path):
+    from tha.runtime.sources.webcam import CaptureSource, LandmarkerTracker
+
+    with pytest.raises(ThaError, match="not found"):
+        CaptureSource(path=tmp_path / "none.mp4")
+    with pytest.raises(ThaError, match="not found"):
+        LandmarkerTracker(tmp_path / "face_landmarker.task")
+    junk = tmp_path / "junk.task"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ThaError, match="not a FaceLandmarker model"):
+        LandmarkerTracker(junk)

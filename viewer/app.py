@@ -1,0 +1,274 @@
+"""The viewer: a window (or headless context) that draws the newest rendered frame at display
+rate, with the pose overlay on top. ``Viewer`` is the programmable object (tests drive it a
+frame at a time); ``run_viewer`` is the loop behind `tha view`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+import tha.viewer  # noqa: F401  (selects PyOpenGL's EGL platform before OpenGL is imported)
+from tha.models.errors import ThaError
+from tha.models.pose import load_pose_file, neutral_pose, save_pose_file
+from tha.runtime.backends.base import Backend
+from tha.runtime.sources.base import PoseSource, SliderSource
+from tha.viewer.worker import RenderWorker
+
+DEFAULT_SIZE = (812, 512)  # room for the panel beside a 512x512 character
+
+# GLFW key codes (ASCII for letters), so the table reads without importing glfw.
+KEYS = {ord("H"): "toggle_overlay", ord("R"): "reset", ord("S"): "screenshot", ord("B"): "next_background",
+        ord("C"): "calibrate", ord("Q"): "quit", 256: "quit"}
+CTRL_KEYS = {ord("S"): "save_pose", ord("O"): "load_pose"}
+_PRESS, _CTRL = 1, 0x2
+
+
+class Viewer:
+    """One open viewer. Use as a context manager; call ``step()`` once per displayed frame."""
+
+    def __init__(self, backend: Backend, source: PoseSource, *, offscreen: bool = False, overlay: bool = True,
+                 title: str = "tha", size: tuple[int, int] = DEFAULT_SIZE, record: Path | None = None,
+                 fps: float = 30.0, screenshot_dir: Path | None = None):
+        from tha.viewer.canvas import BACKGROUNDS, Canvas
+        from tha.viewer.overlay import Overlay, Readout
+
+        if offscreen:
+            from tha.viewer.offscreen import Offscreen
+
+            self.surface = Offscreen(size)
+        else:
+            from tha.viewer.window import Window
+
+            self.surface = Window(size, title)
+        try:
+            self.canvas = Canvas()
+            self.overlay = Overlay(None if offscreen else self.surface.handle)
+        except BaseException:
+            self.surface.close()
+            raise
+        self.overlay.visible = overlay
+        self.overlay.backgrounds = [b.name for b in BACKGROUNDS]
+        self.surface.on_key(self._key)
+        self.backend, self.source = backend, source
+        self.worker = RenderWorker(backend, source)
+        self.readout = Readout(backend=backend.name, source=source.name)
+        self.record, self.fps = record, fps
+        self.writer = None
+        self.screenshot_dir = Path.cwd() if screenshot_dir is None else Path(screenshot_dir)
+        self.last_screenshot: Path | None = None
+        self.frames = 0  # frames drawn that show a rendered character
+        self._shown = 0  # serial of the frame in the texture
+        self._pending: list[str] = []
+        self._last_draw = time.perf_counter()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> "Viewer":
+        self.source.start()
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.source.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        self.overlay.close()
+        self.canvas.close()
+        self.surface.close()
+
+    @property
+    def should_close(self) -> bool:
+        return self.surface.should_close
+
+    # -- the programmable surface (tests, other tools) ---------------------------------------
+    def set_pose(self, pose: np.ndarray) -> None:
+        if not isinstance(self.source, SliderSource):
+            raise ThaError(f"the '{self.source.name}' source drives the pose; only the sliders source takes set_pose")
+        self.source.set_pose(pose)
+
+    def wait_for_pose(self, pose: np.ndarray, timeout: float = 120.0) -> None:
+        """Block until the backend has rendered exactly ``pose``."""
+        if self.worker.wait_for(pose, timeout) is None:
+            self._raise_worker_error()
+            raise ThaError(f"the {self.backend.name} backend did not render the pose within {timeout:g} s")
+
+    def trigger(self, action: str) -> None:
+        """Queue an overlay/keyboard action (reset, screenshot, save_pose, load_pose,
+        toggle_overlay, next_background, background:N, quit); it runs in the next ``step``."""
+        self._pending.append(action)
+
+    def set_background(self, index: int) -> None:
+        from tha.viewer.canvas import BACKGROUNDS
+
+        self.canvas.background = BACKGROUNDS[index % len(BACKGROUNDS)]
+        self.overlay.background = index % len(BACKGROUNDS)
+
+    def image_rect(self) -> tuple[int, int, int, int]:
+        """Where the character is drawn in the framebuffer: (x, y, w, h) from the top-left."""
+        from tha.viewer.canvas import fit_rect
+
+        return fit_rect(self.surface.framebuffer_size(), self.canvas.size)
+
+    # -- one frame ---------------------------------------------------------------------------
+    def step(self, read: bool = False) -> np.ndarray | None:
+        """Poll input, upload the newest frame, draw it, the overlay, present. With ``read``,
+        returns the framebuffer as drawn (overlay included), read with glReadPixels."""
+        from OpenGL import GL
+        from OpenGL.error import Error as GLError
+
+        self.surface.poll()
+        self._raise_worker_error()
+        try:
+            start = time.perf_counter()
+            fresh = self._upload()
+            self.surface.bind()
+            size = self.surface.framebuffer_size()
+            self.canvas.draw(size)
+            draw_ms = (time.perf_counter() - start) * 1000.0
+            for action in self._take_actions():
+                self._run(action)
+            if self._shown:
+                self.frames += 1
+                if self.record is not None:
+                    self._write_video_frame()
+            self.surface.bind()
+            self._overlay(draw_ms, fresh)
+            pixels = None
+            if read:
+                GL.glReadBuffer(GL.GL_BACK if not self.surface.offscreen else GL.GL_COLOR_ATTACHMENT0)
+                from tha.viewer.canvas import read_pixels
+
+                pixels = read_pixels(*size)
+            self.surface.present()
+        except GLError as err:
+            raise ThaError(f"lost the OpenGL context ({type(err).__name__}: {getattr(err, 'description', err)}); "
+                           "restart the viewer") from None
+        return pixels
+
+    def _upload(self) -> bool:
+        latest = self.worker.latest()
+        if latest is None or latest.serial == self._shown:
+            return False
+        if latest.frame.on_device:
+            self.canvas.upload_device(latest.frame.rgba)
+        else:
+            self.canvas.upload(latest.frame.host())
+        self._shown = latest.serial
+        self.readout.backend_ms = latest.ms
+        return True
+
+    def _overlay(self, draw_ms: float, fresh: bool) -> None:
+        now = time.perf_counter()
+        self.readout.fps = 0.9 * self.readout.fps + 0.1 / max(now - self._last_draw, 1e-6)
+        self._last_draw = now
+        self.readout.draw_ms = draw_ms
+        self.readout.source = f"{self.source.name} ({self.source.status})"
+        edit = self.overlay.draw(self.source.read(time.monotonic()), self.readout, self.surface.framebuffer_size())
+        if edit.pose is not None:
+            self._edit_pose(edit.pose)
+        self._pending.extend(edit.actions)
+
+    def _take_actions(self) -> list[str]:
+        actions, self._pending = self._pending, []
+        return actions
+
+    def _raise_worker_error(self) -> None:
+        err = self.worker.error
+        if err is None:
+            return
+        if isinstance(err, ThaError):
+            raise err
+        raise ThaError(f"the {self.backend.name} backend failed: {type(err).__name__}: {err}")
+
+    # -- actions -----------------------------------------------------------------------------
+    def _key(self, key: int, action: int, mods: int) -> None:
+        if action != _PRESS or self.overlay.wants_keyboard:
+            return
+        name = (CTRL_KEYS if mods & _CTRL else KEYS).get(key)
+        if name:
+            self.trigger(name)
+
+    def _edit_pose(self, pose: np.ndarray) -> None:
+        if isinstance(self.source, SliderSource):
+            self.source.set_pose(pose)
+        else:
+            self.readout.message = f"the {self.source.name} source drives the pose; the sliders only show it"
+
+    def _run(self, action: str) -> None:
+        try:
+            self._dispatch(action)
+        except ThaError as err:  # a bad pose file should not close the window
+            self.readout.message = str(err)
+
+    def _dispatch(self, action: str) -> None:
+        if action == "quit":
+            self.surface.request_close()
+        elif action == "toggle_overlay":
+            self.overlay.visible = not self.overlay.visible
+        elif action == "reset":
+            self._edit_pose(neutral_pose())
+        elif action == "next_background":
+            self.set_background(self.overlay.background + 1)
+        elif action.startswith("background:"):
+            self.set_background(int(action.split(":", 1)[1]))
+        elif action == "screenshot":
+            self.last_screenshot = self.screenshot()
+            self.readout.message = f"wrote {self.last_screenshot}"
+        elif action == "calibrate":
+            calibrate = getattr(self.source, "calibrate", None)
+            if calibrate is None:
+                raise ThaError(f"the {self.source.name} source has no rest face to calibrate")
+            calibrate()
+            self.readout.message = "calibrating: hold a neutral face"
+        elif action == "save_pose":
+            save_pose_file(self.overlay.pose_path, self.source.read(time.monotonic()))
+            self.readout.message = f"wrote {self.overlay.pose_path}"
+        elif action == "load_pose":
+            self._edit_pose(load_pose_file(self.overlay.pose_path))
+            self.readout.message = f"loaded {self.overlay.pose_path}"
+        else:
+            raise ThaError(f"unknown viewer action '{action}'")
+
+    def screenshot(self, path: Path | None = None) -> Path:
+        """The character over the background (no overlay) at the frame's size, as a PNG."""
+        from tha.models.image import save_png
+
+        if path is None:
+            path = self.screenshot_dir / time.strftime("tha-%Y%m%d-%H%M%S.png")
+            n = 1
+            while path.exists():
+                path = path.with_name(f"{path.stem.split('~')[0]}~{n}.png")
+                n += 1
+        save_png(path, self.canvas.composite())
+        return path
+
+    def _write_video_frame(self) -> None:
+        from tha.runtime.video import VideoWriter
+
+        pixels = self.canvas.composite()
+        if self.writer is None:
+            self.writer = VideoWriter(self.record, self.fps, (pixels.shape[1], pixels.shape[0]))
+        self.writer.write(pixels)
+
+
+def run_viewer(backend: Backend, source: PoseSource, *, offscreen: bool = False, max_frames: int | None = None,
+               record: Path | None = None, fps: float = 30.0, overlay: bool = True, title: str = "tha") -> None:
+    """Show ``backend``'s frames for ``source``'s poses until the window closes or
+    ``max_frames`` frames showing the character were drawn. Headless or recording runs are
+    paced at ``fps``; a window follows the display (capped at 120 Hz where vsync is absent)."""
+    period = 1.0 / fps if (offscreen or record is not None) else 1.0 / 120.0
+    with Viewer(backend, source, offscreen=offscreen, overlay=overlay, title=title, record=record, fps=fps) as viewer:
+        next_time = time.perf_counter()
+        while not viewer.should_close and (max_frames is None or viewer.frames < max_frames):
+            viewer.step()
+            next_time += period
+            delay = next_time - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_time = time.perf_counter()
