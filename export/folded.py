@@ -1,0 +1,154 @@
+"""The student rewritten for inference: the same function, every pose-independent term a constant.
+
+What changes against ``tha.models.student`` (and why it is still the same function):
+- omega_0 is folded into each sine layer's weight and bias;
+- a level's first layer sees (x, y, pose) per pixel; its result is W_x*x (a per-column constant)
+  + W_y*y (a per-row constant) + W_pose@pose + b (one number per channel per frame), so no
+  coordinate grid, pose plane or concat is ever built;
+- bilinear upsampling (align_corners=False) weights sum to one, so it commutes with a 1x1
+  conv: the feature term W_f @ up(x) is computed as up(W_f @ x) at the coarser level, 4x
+  fewer multiply-adds;
+- 1x1 convs are matmuls on (C, H*W) for batch 1: the layout GEMMs want, no reorders;
+- the warp's identity grid is a constant.
+Static shapes, batch 1: this is what ``tha export`` traces and what the fast CPU backend runs.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tha.models.character import CharacterModel
+from tha.models.poser import FACE_COLS, FACE_ROWS
+from tha.models.student import BodyMorpher, FaceMorpher, SineLayer, position_grid
+from tha.runtime.colour import tensor_to_rgba8
+
+
+def _const(t: Tensor) -> nn.Parameter:
+    return nn.Parameter(t.detach().clone().float().contiguous(), requires_grad=False)
+
+
+def _sine(x: Tensor) -> Tensor:
+    # In place outside export: the big activations are then written once, not twice.
+    return torch.sin(x) if torch.onnx.is_in_onnx_export() or x.requires_grad else x.sin_()
+
+
+class FirstLayer(nn.Module):
+    """sin(omega*(W [feature?, x, y, pose] + b)) with the x, y and pose terms folded."""
+
+    def __init__(self, layer: SineLayer, size: int, feature_channels: int = 0, feature_size: int = 0):
+        super().__init__()
+        w = layer.linear.weight[:, :, 0, 0] * layer.omega_0
+        f = feature_channels
+        coords = position_grid(size)[0, 0, 0]  # x of each column == y of each row
+        self.size = size
+        self.feature_size = feature_size
+        self.column = _const(w[:, f, None, None] * coords[None, None, :])  # (C,1,S)
+        self.row = _const(w[:, f + 1, None, None] * coords[None, :, None])  # (C,S,1)
+        self.w_pose = _const(w[:, f + 2:])
+        self.bias = _const(layer.linear.bias * layer.omega_0)
+        self.w_feature = _const(w[:, :f]) if f else None
+
+    def forward(self, pose: Tensor, features: Tensor | None = None) -> Tensor:
+        per_frame = torch.addmm(self.bias[:, None], self.w_pose, pose.t())  # (C,1)
+        # (column + per-frame) + row: no constant-only sum, so the exporter cannot fold the
+        # separable grid term into a full (C,S,S) constant (165 MB for the body).
+        pre = (self.column + per_frame[:, :, None]) + self.row
+        if features is not None:
+            side = self.feature_size
+            coarse = torch.mm(self.w_feature, features)
+            up = F.interpolate(coarse.reshape(1, -1, side, side), size=(self.size, self.size),
+                               mode="bilinear", align_corners=False)
+            pre = pre + up[0]
+        return _sine(pre.reshape(pre.shape[0], -1))
+
+
+class Dense(nn.Module):
+    """A 1x1 conv as y = W x + b on (C, H*W), optionally followed by the folded sine."""
+
+    def __init__(self, conv: nn.Conv2d, scale: float = 1.0, sine: bool = True):
+        super().__init__()
+        self.weight = _const(conv.weight[:, :, 0, 0] * scale)
+        self.bias = _const(conv.bias[:, None] * scale)
+        self.sine = sine
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = torch.addmm(self.bias, self.weight, x)
+        return _sine(y) if self.sine else y
+
+
+def _hidden(layers: list[SineLayer]) -> nn.ModuleList:
+    return nn.ModuleList(Dense(layer.linear, layer.omega_0) for layer in layers)
+
+
+class FoldedFace(nn.Module):
+    """pose (1,39) -> face patch (1,4,128,128)."""
+
+    def __init__(self, face: FaceMorpher):
+        super().__init__()
+        layers = list(face.siren.sine_layers)
+        self.size = face.config.image_size
+        self.first = FirstLayer(layers[0], self.size)
+        self.hidden = _hidden(layers[1:])
+        self.last = Dense(face.siren.last_linear, sine=False)
+
+    def forward(self, pose: Tensor) -> Tensor:
+        x = self.first(pose)
+        for layer in self.hidden:
+            x = layer(x)
+        return self.last(x).reshape(1, -1, self.size, self.size)
+
+
+class FoldedBody(nn.Module):
+    """image with the face pasted (1,4,512,512) + pose (1,45) -> blended image (1,4,512,512)."""
+
+    def __init__(self, body: BodyMorpher):
+        super().__init__()
+        c = body.config
+        self.size = c.image_size
+        self.firsts = nn.ModuleList()
+        self.levels = nn.ModuleList()
+        for i, (size, level) in enumerate(zip(c.level_sizes, body.siren_layers)):
+            layers = list(level)  # a level > 0 sees the previous level's output, this level's width
+            self.firsts.append(FirstLayer(layers[0], size, c.level_channels[i] if i else 0,
+                                          c.level_sizes[i - 1] if i else 0))
+            self.levels.append(_hidden(layers[1:]))
+        self.last = Dense(body.last_linear, sine=False)
+        base = position_grid(c.image_size).permute(0, 2, 3, 1)  # (1,S,S,2) identity sampling grid
+        self.identity_grid = _const(base)
+
+    def forward(self, image: Tensor, pose: Tensor) -> Tensor:
+        x = None
+        for first, hidden in zip(self.firsts, self.levels):
+            x = first(pose, x)
+            for layer in hidden:
+                x = layer(x)
+        out = self.last(x).reshape(1, -1, self.size, self.size)
+        grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
+        grid = self.identity_grid + grid_change.permute(0, 2, 3, 1)
+        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return (1 - alpha) * warped + alpha * color_change
+
+
+def paste_patch(image: Tensor, patch: Tensor) -> Tensor:
+    """The face patch into the image by concatenation (no scatter: every runtime has Concat)."""
+    rows, cols = FACE_ROWS, FACE_COLS
+    middle = torch.cat([image[:, :, rows, : cols.start], patch, image[:, :, rows, cols.stop:]], dim=3)
+    return torch.cat([image[:, :, : rows.start], middle, image[:, :, rows.stop:]], dim=2)
+
+
+class FusedStudent(nn.Module):
+    """pose (1,45) -> display-ready straight-alpha RGBA uint8 (512,512,4); the character image
+    is a constant."""
+
+    def __init__(self, model: CharacterModel):
+        super().__init__()
+        self.face = FoldedFace(model.face_morpher)
+        self.body = FoldedBody(model.body_morpher)
+        self.face_pose_size = model.face_morpher.config.pose_size
+        self.image = _const(model.image_tensor()[None])
+
+    def forward(self, pose: Tensor) -> Tensor:
+        patch = self.face(pose[:, : self.face_pose_size])
+        posed = self.body(paste_patch(self.image, patch), pose)
+        return tensor_to_rgba8(posed[0])

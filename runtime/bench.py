@@ -1,0 +1,108 @@
+"""`tha bench`: every backend on the same poses in one run, ms/frame against torch fp32, as a
+table and a bar chart."""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tha.export.verify import random_poses
+from tha.models.errors import ThaError
+from tha.models.pose import FACE_SLICE
+from tha.runtime.backends.base import Backend
+
+REFERENCE = "torch"
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    ms: float
+
+    @property
+    def fps(self) -> float:
+        return 1000.0 / self.ms if self.ms > 0 else float("inf")
+
+
+def bench_poses(frames: int, head_only: bool, seed: int = 7) -> np.ndarray:
+    """Random full poses, or (head_only) one face pose with moving head/body/breathing, the
+    case the face cache serves."""
+    poses = random_poses(frames, seed)
+    if head_only:
+        poses[:, FACE_SLICE] = poses[0, FACE_SLICE]
+    return poses
+
+
+def time_backend(backend: Backend, poses: np.ndarray, warmup: int) -> float:
+    """Mean milliseconds per host-ready frame over ``poses`` after ``warmup`` frames."""
+    for pose in poses[:warmup]:
+        backend.render(pose).host()
+    start = time.perf_counter()
+    for pose in poses:
+        backend.render(pose).host()
+    return (time.perf_counter() - start) * 1000.0 / len(poses)
+
+
+EXTRA_MEASURES = {
+    "viewer": ("tha.viewer.bench", "measure_viewer"),
+    "puppet": ("tha.runtime.sources.bench", "measure_puppet"),
+    "distill": ("tha.train.bench", "measure_distill"),
+}
+
+
+def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
+    """Rows from another area's measure function; none (with one line) if it isn't there."""
+    module_name, func_name = EXTRA_MEASURES[kind]
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+    except (ImportError, AttributeError):
+        print(f"--{kind}: not available ({module_name}.{func_name} is not installed)")
+        return []
+    rows = func(frames) if kind == "distill" else func(model_dir, frames)
+    return [Row(str(label), float(ms)) for label, ms in rows]
+
+
+def format_table(rows: list[Row]) -> list[str]:
+    ref = next((r.ms for r in rows if r.label == REFERENCE), None)
+    lines = [f"{'backend':<24}{'ms/frame':>10}{'FPS':>8}{'x torch':>9}"]
+    for r in rows:
+        ratio = f"{ref / r.ms:8.2f}x" if ref else "       -"
+        lines.append(f"{r.label:<24}{r.ms:>10.1f}{r.fps:>8.2f}{ratio:>9}")
+    return lines
+
+
+def write_chart(rows: list[Row], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tha.models.files import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    labels = [r.label for r in rows]
+    ax.barh(labels, [r.ms for r in rows], color=["#888" if r.label == REFERENCE else "#3a7" for r in rows])
+    for i, r in enumerate(rows):
+        ax.text(r.ms, i, f" {r.ms:.0f} ms ({r.fps:.2f} FPS)", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per frame (lower is better)")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(0, max(r.ms for r in rows) * 1.45)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse_backends(text: str, known: list[str]) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ThaError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    if not names:
+        raise ThaError("--backends is empty; give e.g. torch,fastcpu,ort")
+    return names

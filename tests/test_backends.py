@@ -1,0 +1,117 @@
+"""Runtime backends: the fast CPU path and ONNX Runtime against the PyTorch student, the face
+cache, `auto` selection and `tha doctor`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tha.export.verify import MAX_ABS, MEAN_ABS, random_poses
+from tha.models.errors import ThaError
+from tha.runtime.backends.base import FaceCache
+from tha.runtime.backends.fastcpu import FastCPUBackend, upsample2x
+from tha.runtime.renderer import BACKENDS, PREFERENCE, choose_backend, open_backend
+
+
+@pytest.fixture(scope="module")
+def fast(lambda00) -> FastCPUBackend:
+    return FastCPUBackend(lambda00)
+
+
+def test_fastcpu_matches_upstream_reference(fast, student_reference):
+    poses = student_reference["poses"].astype(np.float32)
+    got = torch.cat([fast.render_tensor(p) for p in poses])
+    d = (got - torch.from_numpy(student_reference["blended_image"])).abs()
+    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (float(d.max()), float(d.mean()))
+    patch = fast.face(torch.from_numpy(poses[-1:, :39]))
+    assert (patch - torch.from_numpy(student_reference["face_morpher_output"][-1:])).abs().max() < 1e-3
+
+
+def test_upsample2x_is_bilinear_interpolate():
+    x = torch.randn(5, 16, 16)
+    out = upsample2x(x, torch.empty(5, 16, 32), torch.empty(5, 32, 32))
+    want = torch.nn.functional.interpolate(x[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    assert (out - want).abs().max() < 1e-6
+
+
+def test_face_cache_reuses_the_patch_only_while_face_pose_is_unchanged(lambda00):
+    backend = FastCPUBackend(lambda00)
+    pose = random_poses(1, seed=3)[0]
+    head_moved = pose.copy()
+    head_moved[39:45] = -head_moved[39:45]
+    backend.render(pose)
+    moved = backend.render(head_moved).host()
+    assert (backend.face_cache.hits, backend.face_cache.misses) == (1, 1)
+    fresh = FastCPUBackend(lambda00).render(head_moved).host()
+    assert np.array_equal(moved, fresh)  # the cached patch is the right one
+    mouth = head_moved.copy()
+    mouth[26] = 1.0 - mouth[26]
+    changed = backend.render(mouth).host()
+    assert backend.face_cache.misses == 2 and not np.array_equal(changed, moved)
+
+
+def test_face_cache_counts_and_keys_on_the_first_39_values():
+    cache, calls = FaceCache(39), []
+    pose = np.zeros(45, np.float32)
+    compute = lambda p: calls.append(p.copy()) or len(calls)  # noqa: E731
+    assert cache.get(pose, compute) == 1
+    pose[44] = 0.5
+    assert cache.get(pose, compute) == 1
+    pose[38] = 0.1
+    assert cache.get(pose, compute) == 2
+    assert (cache.hits, cache.misses) == (1, 2)
+
+
+def test_auto_prefers_gpu_backends_then_fastcpu():
+    assert choose_backend({"trt": True, "ort-trt": True, "torch-cuda": True, "fastcpu": True}) == "trt"
+    assert choose_backend({"trt": False, "ort-trt": True, "fastcpu": True}) == "ort-trt"
+    assert choose_backend({"trt": False, "torch-cuda": True, "fastcpu": True}) == "torch-cuda"
+    assert choose_backend({"fastcpu": True}) == "fastcpu"
+    assert choose_backend({}) == "torch"
+    assert set(PREFERENCE) - {"torch-cuda"} <= set(BACKENDS)
+
+
+def test_open_backend_auto_says_what_it_picked(lambda00, capsys):
+    with open_backend("auto", lambda00) as backend:
+        frame = backend.render(np.zeros(45, np.float32))
+    picked = capsys.readouterr().err
+    assert "auto picked" in picked
+    if not torch.cuda.is_available():
+        assert backend.name == "fastcpu" and "fastcpu" in picked
+    assert frame.host().shape == (512, 512, 4) and frame.host().dtype == np.uint8
+
+
+def test_unknown_backend_is_one_clear_error(lambda00):
+    with pytest.raises(ThaError, match="unknown backend 'vulkan'; choose one of auto"):
+        open_backend("vulkan", lambda00)
+
+
+def test_missing_execution_provider_is_refused_with_a_reason():
+    import onnxruntime as ort
+
+    from tha.runtime.backends.ort import provider_list
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ThaError, match="no CUDAExecutionProvider"):
+        provider_list("cuda")
+
+
+def test_doctor_reports_each_capability_with_a_reason():
+    from tha.runtime.doctor import capabilities
+
+    caps = capabilities()
+    assert set(caps) == {"cuda", "tensorrt", "cuda-python", "onnxruntime", "opengl", "mediapipe"}
+    assert caps["onnxruntime"].ok and "CPUExecutionProvider" in caps["onnxruntime"].detail
+    assert caps["cuda"].ok == torch.cuda.is_available()
+    assert all(c.detail for c in caps.values())
+
+
+@pytest.mark.gpu
+def test_torch_cuda_frame_stays_on_device(lambda00, student_reference):
+    with open_backend("torch", lambda00, device="cuda") as backend:
+        pose = student_reference["poses"][0].astype(np.float32)
+        frame = backend.render(pose)
+        assert frame.on_device
+        got = backend.render_tensor(pose).cpu()
+    assert (got - torch.from_numpy(student_reference["blended_image"][:1])).abs().max() <= MAX_ABS

@@ -1,0 +1,61 @@
+"""`tha bench`: real backends timed side by side, the table, the chart, the extra rows."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tha.models.errors import ThaError
+from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, write_chart
+
+
+def test_bench_cli_times_backends_and_writes_a_chart(lambda00_dir, tmp_path):
+    chart = tmp_path / "bench.png"
+    proc = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "bench", str(lambda00_dir),
+                           "--backends", "torch,fastcpu", "--frames", "1", "--warmup", "0", "--chart", str(chart)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "THA_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
+            for m in re.findall(r"^(\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", proc.stdout, re.M)}
+    assert set(rows) >= {"torch", "fastcpu"}, proc.stdout
+    assert rows["torch"][2] == 1.0
+    ms, fps, ratio = rows["fastcpu"]
+    assert abs(fps - 1000 / ms) < 0.02 * fps and abs(ratio - rows["torch"][0] / ms) < 0.02 * ratio
+    with Image.open(chart) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+
+
+def test_table_ratios_are_against_torch():
+    lines = format_table([Row("torch", 2000.0), Row("fastcpu", 400.0)])
+    assert lines[1].split()[-1] == "1.00x" and lines[2].split()[-1] == "5.00x"
+    assert lines[2].split()[2] == "2.50"
+
+
+def test_chart_is_a_png(tmp_path):
+    path = write_chart([Row("torch", 2000.0), Row("ort", 700.0)], tmp_path / "c.png", "t")
+    assert np.asarray(Image.open(path)).ndim == 3
+
+
+def test_head_only_poses_keep_the_face_fixed():
+    poses = bench_poses(6, head_only=True)
+    assert np.all(poses[:, :39] == poses[0, :39]) and len(np.unique(poses[:, 39])) == 6
+
+
+def test_missing_extra_measure_is_one_line(tmp_path, capsys, monkeypatch):
+    from tha.runtime import bench
+
+    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("tha.viewer.no_such_bench", "measure_viewer"))
+    assert extra_rows("viewer", tmp_path, 1) == []
+    assert capsys.readouterr().out.strip() == "--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"
+
+
+def test_backend_list_is_validated():
+    assert parse_backends("torch, ort", ["torch", "ort"]) == ["torch", "ort"]
+    with pytest.raises(ThaError, match="unknown backend"):
+        parse_backends("torch,cuda9", ["torch", "ort"])

@@ -1,0 +1,255 @@
+"""`tha export`: ONNX graphs against the PyTorch student and upstream's reference outputs,
+fp16 PSNR, export.json, TensorRT sidecars, and bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from tha.export.exporter import ExportOptions, export_student, sha256_file
+from tha.export.onnx_graphs import GRAPHS, OPSET, graph_file
+from tha.export.trt_engine import EngineInfo, check_engine, sidecar_path
+from tha.export.verify import (MAX_ABS, MEAN_ABS, MIN_PSNR_DB, UINT8_WITHIN_ONE, psnr, random_poses, rgba_parity,
+                               tensor_parity, torch_reference)
+from tha.models.errors import ThaError
+from tha.models.image import tensor_to_rgba
+from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
+
+THA = [sys.executable, "-c", "from tha.runtime.cli import main; main()"]
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*THA, *map(str, args)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def export00(lambda00_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """lambda_00 exported once by the real CLI, fp32 + fp16, self-checked on 2 poses."""
+    out = tmp_path_factory.mktemp("export00")
+    proc = run_cli("export", lambda00_dir, "--onnx", "--fp16", "-o", out, "--verify-poses", "2")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+@pytest.fixture(scope="session")
+def export01(lambda01_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("export01")
+    export_student(lambda01_dir, out, ExportOptions(fp16=True, verify_poses=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def random16() -> np.ndarray:
+    return random_poses(16, seed=99)
+
+
+@pytest.fixture(scope="session")
+def torch16(lambda00, random16) -> torch.Tensor:
+    return torch_reference(lambda00, random16)
+
+
+def test_graphs_are_static_opset17_checked_and_grid_free(export00):
+    out, _ = export00
+    for name in GRAPHS:
+        proto = onnx.load(str(out / graph_file(name, False)))
+        onnx.checker.check_model(proto, full_check=True)
+        assert proto.opset_import[0].version >= OPSET
+        ops = {n.op_type for n in proto.graph.node}
+        assert "AffineGrid" not in ops  # grids are constants
+        if name != "student":  # no pose planes to concatenate (the fused graph pastes the face)
+            assert "Concat" not in ops and "Expand" not in ops
+        for value in [*proto.graph.input, *proto.graph.output]:
+            dims = [d.dim_value for d in value.type.tensor_type.shape.dim]
+            assert all(d > 0 for d in dims), f"{name}:{value.name} has a dynamic dim"
+    student = onnx.load(str(out / "student.onnx"))
+    assert [i.name for i in student.graph.input] == ["pose"]
+    assert student.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+
+
+def test_cli_self_check_prints_errors_and_writes_export_json(export00, lambda00_dir):
+    out, proc = export00
+    assert "face+body: max abs" in proc.stdout and "student fp16" in proc.stdout
+    assert "FAIL" not in proc.stdout
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["options"]["fp16"] is True and manifest["options"]["opset"] >= 17
+    for name, digest in manifest["files"].items():
+        assert sha256_file(out / name) == digest
+    assert manifest["source"]["face_morpher_file_name"]["sha256"] == sha256_file(lambda00_dir / "face_morpher.pt")
+    assert len(manifest["parity"]) == 4 and all(p["ok"] for p in manifest["parity"])
+
+
+def test_fp32_two_graph_matches_upstream_reference(export00, lambda00, student_reference):
+    out, _ = export00
+    backend = OrtBackend(lambda00.image_tensor(), out)
+    got = torch.cat([backend.render_tensor(p) for p in student_reference["poses"].astype(np.float32)])
+    want = torch.from_numpy(student_reference["blended_image"])
+    d = (got - want).abs()
+    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (d.max(), d.mean())
+
+
+@pytest.mark.slow
+def test_fp32_two_graph_and_fused_match_torch_on_random_poses(export00, lambda00, random16, torch16):
+    out, _ = export00
+    split = OrtBackend(lambda00.image_tensor(), out)
+    got = torch.cat([split.render_tensor(p) for p in random16])
+    parity = tensor_parity("face+body", got, torch16, fp16=False)
+    print(parity.line())
+    assert parity.ok and parity.max_abs <= MAX_ABS and parity.mean_abs <= MEAN_ABS
+    fused = OrtFusedBackend(out)
+    rgba = np.stack([fused.render(p).host() for p in random16])
+    parity = rgba_parity("student", rgba, np.stack([tensor_to_rgba(t) for t in torch16]), fp16=False)
+    print(parity.line())
+    assert parity.within_one >= UINT8_WITHIN_ONE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lambda_00", "lambda_01"])
+def test_fp16_psnr_against_fp32(name, request, random16, capsys):
+    from tha.models.character import load_character_model
+
+    out = request.getfixturevalue("export00")[0] if name == "lambda_00" else request.getfixturevalue("export01")
+    image = load_character_model(request.getfixturevalue(name.replace("_", "") + "_dir")).image_tensor()
+    fp32, fp16 = OrtBackend(image, out), OrtBackend(image, out, fp16=True)
+    a = torch.cat([fp32.render_tensor(p) for p in random16])
+    b = torch.cat([fp16.render_tensor(p) for p in random16])
+    value = psnr((b + 1) / 2, (a + 1) / 2, 1.0)
+    with capsys.disabled():
+        print(f"\n{name}: fp16 vs fp32 ONNX (ORT CPU), 16 random poses: PSNR {value:.1f} dB")
+    assert value >= MIN_PSNR_DB
+
+
+def test_fp16_graph_keeps_sines_fp32_and_gemm_weights_half(export00):
+    out, _ = export00
+    proto = onnx.load(str(out / "body.fp16.onnx"))
+    inits = {t.name: t.data_type for t in proto.graph.initializer}
+    gemms = [n for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")]
+    assert gemms and all(inits[i] == onnx.TensorProto.FLOAT16 for n in gemms for i in n.input if i in inits)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in (n for n in proto.graph.node if n.op_type == "Sin"):
+        feeder = producers[node.input[0]]
+        assert not (feeder.op_type == "Cast" and feeder.attribute[0].i == onnx.TensorProto.FLOAT16)
+
+
+def test_parity_bounds_catch_real_errors(export00, lambda00, student_reference):
+    out, _ = export00
+    got = OrtBackend(lambda00.image_tensor(), out).render_tensor(student_reference["poses"][0].astype(np.float32))
+    want = torch.from_numpy(student_reference["blended_image"][:1])
+    assert tensor_parity("ok", got, want, fp16=False).ok
+    assert not tensor_parity("noisy", got + 3e-3 * torch.randn_like(got), want, fp16=False).ok
+    rgba = tensor_to_rgba(got)
+    shifted = rgba.copy()
+    shifted[::20, :, :3] = (shifted[::20, :, :3].astype(int) + 2).clip(0, 255).astype(np.uint8)
+    assert rgba_parity("ok", rgba, tensor_to_rgba(want), fp16=False).ok
+    assert not rgba_parity("shifted", shifted, rgba, fp16=False).ok
+
+
+# --- bad input: one line, exit 2, no traceback -------------------------------------------
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), proc.stderr
+
+
+def test_missing_and_non_student_dirs_are_refused(tmp_path):
+    _one_line_error(run_cli("export", tmp_path / "nope", "--onnx", "-o", tmp_path / "o"), "does not exist")
+    _one_line_error(run_cli("export", tmp_path, "--onnx", "-o", tmp_path / "o"), "not a character model")
+
+
+def test_trt_without_tensorrt_is_refused_before_any_work(lambda00_dir, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    _one_line_error(run_cli("export", lambda00_dir, "--onnx", "--trt", "-o", tmp_path / "o"), "needs TensorRT")
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_onnx_is_refused_by_the_cli(export00, lambda00_dir, tmp_path):
+    from tha.models.character import copy_model_directory
+
+    out, _ = export00
+    model = copy_model_directory(lambda00_dir, tmp_path / "model")
+    shutil.copytree(out, model / "export")
+    (model / "export" / "body.onnx").write_bytes(b"\x08\x07garbage" * 100)
+    proc = run_cli("bench", model, "--backends", "ort", "--frames", "1", "--chart", tmp_path / "b.png")
+    _one_line_error(proc, "body.onnx", "not a valid ONNX graph")
+
+
+# --- TensorRT sidecars (pure Python here; the engine build itself is gpu-marked) -------
+
+PLATFORM = {"tensorrt": "10.3.0", "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+
+
+def _engine_with_sidecar(tmp_path: Path, **changes: str) -> Path:
+    engine = tmp_path / "body.fp16.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    info = {**PLATFORM, "precision": "fp16", "onnx_sha256": "a" * 64, "onnx_file": "body.onnx", **changes}
+    sidecar_path(engine).write_text(json.dumps(info))
+    return engine
+
+
+def test_sidecar_accepts_its_own_platform(tmp_path):
+    info = check_engine(_engine_with_sidecar(tmp_path), PLATFORM, "a" * 64)
+    assert info == EngineInfo(**PLATFORM, precision="fp16", onnx_sha256="a" * 64, onnx_file="body.onnx")
+
+
+@pytest.mark.parametrize("changes,needle", [
+    ({"tensorrt": "8.6.1"}, "tensorrt 8.6.1"),
+    ({"compute_capability": "8.6"}, "compute capability 8.6"),
+    ({"gpu": "NVIDIA GeForce RTX 3090"}, "RTX 3090"),
+])
+def test_foreign_engine_is_refused(tmp_path, changes, needle):
+    with pytest.raises(ThaError, match="rebuild") as err:
+        check_engine(_engine_with_sidecar(tmp_path, **changes), PLATFORM, "a" * 64)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stale_missing_or_broken_sidecar_is_refused(tmp_path):
+    engine = _engine_with_sidecar(tmp_path)
+    with pytest.raises(ThaError, match="stale"):
+        check_engine(engine, PLATFORM, "b" * 64)
+    sidecar_path(engine).write_text("{not json")
+    with pytest.raises(ThaError, match="not a valid engine sidecar"):
+        check_engine(engine, PLATFORM)
+    sidecar_path(engine).unlink()
+    with pytest.raises(ThaError, match="no sidecar"):
+        check_engine(engine, PLATFORM)
+    with pytest.raises(ThaError, match="does not exist"):
+        check_engine(tmp_path / "none.engine", PLATFORM)
+
+
+# --- GPU: TensorRT engines built, run, compared, refused when stale ---------------------
+
+@pytest.mark.gpu
+def test_trt_engines_build_run_and_match(export00, lambda00, random16, torch16):
+    pytest.importorskip("tensorrt")
+    from tha.export.trt_engine import build_engines
+    from tha.runtime.backends.trt import TrtBackend
+
+    out, _ = export00
+    files = build_engines([out / graph_file(g, False) for g in GRAPHS], fp16=True)
+    assert (out / "timing.cache").is_file() and all(f.is_file() for f in files)
+    info = json.loads(sidecar_path(out / "body.fp16.engine").read_text())
+    assert info["onnx_sha256"] == sha256_file(out / "body.onnx") and info["precision"] == "fp16"
+    backend = TrtBackend(lambda00.image_tensor(), out, fp16=True)
+    got = torch.cat([backend.render_tensor(p).float().cpu() for p in random16[:4]])
+    value = psnr((got + 1) / 2, (torch16[:4] + 1) / 2, 1.0)
+    print(f"TensorRT fp16 vs torch fp32: PSNR {value:.1f} dB")
+    assert value >= MIN_PSNR_DB
+    frame = backend.render(random16[0])
+    assert frame.on_device and frame.host().shape == (512, 512, 4)
+    sidecar = sidecar_path(out / "body.fp16.engine")
+    sidecar.write_text(json.dumps({**info, "onnx_sha256": "0" * 64}))
+    with pytest.raises(ThaError, match="stale"):
+        TrtBackend(lambda00.image_tensor(), out, fp16=True)
