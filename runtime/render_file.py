@@ -1,0 +1,120 @@
+"""`tha render`: a character animated offline to a video file or a folder of PNGs.
+
+The animator runs on the video's clock (frame i is time i/fps), so the output is the same
+however slow the backend is. Audio drives the mouth through lip sync and is muxed into the
+video where the container carries sound; a pose track (JSON
+lines, one object of parameter -> value per frame) pins the parameters it names, and idle
+animation fills in the rest.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tha.models.errors import ThaError
+from tha.models.pose import pose_from_dict
+from tha.runtime.lipsync import analyse, read_wav
+from tha.runtime.sources.animator import Animator, AnimatorSettings
+from tha.runtime.video import VideoWriter
+
+
+def read_pose_track(path: str | Path) -> list[dict[str, float]]:
+    """One ``{parameter: value}`` object per line; blank lines are skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise ThaError(f"pose track {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ThaError(f"cannot read pose track {path} ({err})") from None
+    frames = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ThaError(f"{path}:{number} is not JSON ({err.msg}); each line is an object like "
+                           '{"head_x": 0.2}') from None
+        if not isinstance(values, dict):
+            raise ThaError(f"{path}:{number} must be a JSON object of parameter -> value")
+        pose_from_dict(values, clamp=False)  # name the bad line now, not mid-render
+        frames.append(values)
+    if not frames:
+        raise ThaError(f"pose track {path} has no frames")
+    return frames
+
+
+# (muxer, audio codec) of the containers that carry sound; GIFs and PNG folders get none.
+AUDIO_CODECS = {".mp4": ("mp4", "aac"), ".mkv": ("matroska", "aac"), ".mov": ("mov", "aac"),
+                ".webm": ("webm", "libopus")}
+
+
+def mux_audio(video: Path, samples: np.ndarray, rate: int) -> None:
+    """Add a mono audio track to a finished video in place (video packets copied, not re-encoded)."""
+    import av
+
+    from tha.models.files import atomic_path
+
+    muxer, codec = AUDIO_CODECS[video.suffix.lower()]
+    with atomic_path(video) as tmp:
+        with av.open(str(video)) as source, av.open(str(tmp), "w", format=muxer) as out:
+            video_in = source.streams.video[0]
+            video_out = out.add_stream_from_template(video_in)
+            audio_out = out.add_stream(codec, rate=48000 if codec == "libopus" else rate, layout="mono")
+            for packet in source.demux(video_in):
+                if packet.dts is not None:  # the demuxer's final empty packet
+                    packet.stream = video_out
+                    out.mux(packet)
+            frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype("<i2")[None],
+                                               format="s16", layout="mono")
+            frame.sample_rate = rate
+            resampler = av.AudioResampler(format=audio_out.format.name, layout="mono", rate=audio_out.rate)
+            for chunk in [*resampler.resample(frame), *resampler.resample(None), None]:
+                for packet in audio_out.encode(chunk):
+                    out.mux(packet)
+
+
+def still(settings: AnimatorSettings) -> AnimatorSettings:
+    """Settings with blinking, breathing and sway switched off."""
+    return replace(settings, blink_strength=0.0, breathing_strength=0.0, sway_macro_strength=0.0,
+                   sway_micro_strength=0.0)
+
+
+def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Path | None = None,
+                   poses: str | Path | None = None, fps: float = 30.0, backend: str = "auto",
+                   device: str = "cpu", settings: AnimatorSettings = AnimatorSettings(),
+                   emotion: str = "neutral", idle: bool = True, max_frames: int | None = None,
+                   progress: bool = True) -> int:
+    """Render and return the number of frames written."""
+    from tha.runtime.renderer import open_backend
+
+    if (audio is None) == (poses is None):
+        raise ThaError("give exactly one of --audio speech.wav or --poses track.jsonl")
+    settings = settings if idle else still(settings)
+    sound = read_wav(audio) if audio is not None else None
+    if sound is not None and len(sound[0]) == 0:
+        raise ThaError(f"audio file {audio} has no samples")
+    track = analyse(*sound, fps) if sound is not None else None
+    pose_track = read_pose_track(poses) if poses is not None else None
+    if pose_track is not None:
+        settings = replace(settings, transition_time=0.0)  # the track sets its own timing
+    count = len(track) if track is not None else len(pose_track)
+    count = min(count, max_frames) if max_frames else count
+    animator = Animator(settings)
+    animator.set_emotion(emotion)
+    if track is not None:
+        animator.speak(track, 0.0)
+    with open_backend(backend, model_dir, device) as engine, VideoWriter(output, fps=fps) as writer:
+        for i in tqdm(range(count), desc="rendering", unit="frame", disable=not progress):
+            if pose_track is not None:
+                animator.set_overrides(pose_track[i])
+            writer.write(np.ascontiguousarray(engine.render(animator.read(i / fps)).host()))
+    output = Path(output)
+    if sound is not None and output.suffix.lower() in AUDIO_CODECS:
+        mux_audio(output, sound[0][: int(count / fps * sound[1])], sound[1])
+    return count

@@ -1,0 +1,79 @@
+"""The embedded demo character: our own drawing, a small committed student distilled from it,
+and `tha demo` running with no network, no ../shared and no model cache."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tha.models.character import load_character_model, model_paths
+from tha.models.pose import neutral_pose, pose_from_dict
+from tha.runtime.demo_character import draw_character, draw_face_mask
+from tha.runtime.live import DEMO_MODEL_DIR
+from tha.runtime.renderer import open_backend
+from tha.runtime.video import read_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_model_is_committed_small_and_self_contained():
+    paths = model_paths(DEMO_MODEL_DIR)
+    assert DEMO_MODEL_DIR.resolve().is_relative_to(REPO)
+    files = [DEMO_MODEL_DIR / "character_model.yaml", *paths.values()]
+    assert sum(p.stat().st_size for p in files) < 2_500_000
+    ignored = subprocess.run(["git", "check-ignore", *map(str, files)], cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout == ""  # a clone carries every file `tha demo` needs
+    assert all(p.resolve().is_relative_to(DEMO_MODEL_DIR.resolve()) for p in paths.values())
+
+
+def test_demo_character_is_our_drawing_and_its_mask_fits_the_face_box():
+    model = load_character_model(DEMO_MODEL_DIR)
+    assert np.array_equal(model.image_rgba, draw_character())
+    alpha = model.image_rgba[..., 3]
+    assert alpha[0, 0] == 0 and alpha[140, 256] == 255  # transparent background, opaque face
+    mask = draw_face_mask()[..., 0] > 0
+    assert mask[80:208, 192:320].sum() == mask.sum() > 5000
+
+
+def premultiplied(rgba: np.ndarray) -> np.ndarray:
+    return rgba[..., :3].astype(float) * rgba[..., 3:4] / 255.0
+
+
+def test_demo_student_reproduces_the_character_and_follows_the_pose():
+    model = load_character_model(DEMO_MODEL_DIR)
+    with open_backend("auto", model) as engine:
+        neutral = engine.render(neutral_pose()).host()
+        face = engine.render(pose_from_dict({"eye_wink_left": 1.0, "mouth_aaa": 1.0})).host()
+        body = engine.render(pose_from_dict({"body_z": 0.8, "head_x": 0.5})).host()
+    original = model.image_rgba.astype(int)
+    assert np.abs(neutral[..., 3].astype(int) - original[..., 3]).mean() < 10
+    opaque = original[..., 3] > 200
+    assert np.abs(neutral[..., :3].astype(int) - original[..., :3])[opaque].mean() < 20
+    face_change = np.abs(premultiplied(face) - premultiplied(neutral))
+    # Mostly the face (the small student leaks some of the face pose into the body).
+    assert face_change[80:208, 192:320].mean() > max(0.5, 2 * face_change[300:].mean())
+    body_change = np.abs(premultiplied(body) - premultiplied(neutral))
+    assert body_change[300:].mean() > 2.0  # the body follows body_z
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to cut the network")
+def test_tha_demo_runs_offline_with_no_shared_data(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "THA_HOME": str(home / "tha"),
+           "THA_SHARED": str(tmp_path / "no-shared"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "demo.mp4"
+    command = [sys.executable, "-c", "from tha.runtime.cli import main; main()", "demo", "--offscreen",
+               "--frames", "3", "--record", str(out)]
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0:
+        command = ["unshare", "-n", *command]  # no network at all
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    frames, _ = read_video(out)
+    assert len(frames) >= 3
+    assert np.abs(frames[-1][..., :3].astype(int) - 255).mean() > 10  # the character is drawn, not a blank

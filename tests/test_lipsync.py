@@ -1,0 +1,104 @@
+"""Lip sync on real audio: espeak-ng speech and synthesized vowels between silences."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tha.models.errors import ThaError
+from tha.runtime.lipsync import VOWELS, analyse, analyse_wav, read_wav
+from tha.runtime.sources.animator import MOUTH_SHAPES, Animator, AnimatorSettings
+from tha.models.pose import index_of
+
+RATE = 16000
+FPS = 25.0
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def vowel(formants: tuple[float, float], seconds: float, f0: float = 140.0) -> np.ndarray:
+    """A voiced vowel: harmonics of f0 shaped by two formant resonances."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    out = np.zeros_like(t)
+    for k in range(1, int(3500 / f0)):
+        f = k * f0
+        gain = sum(1 / (1 + ((f - fc) / 90) ** 2) for fc in formants)
+        out += gain * np.sin(2 * np.pi * f * t)
+    return 0.3 * out / np.abs(out).max()
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE))
+
+
+def frames_between(start: float, end: float) -> slice:
+    return slice(int(np.ceil(start * FPS)), int(end * FPS))
+
+
+def test_mouth_shut_in_silence_open_in_tones_and_vowel_shape(tmp_path):
+    audio = np.concatenate([silence(0.6), vowel((800, 1200), 0.6), silence(0.6), vowel((300, 2300), 0.6),
+                            silence(0.6)])
+    track = analyse_wav(write_wav(tmp_path / "tones.wav", audio), FPS)
+    assert len(track) == int(np.ceil(3.0 * FPS)) and track.duration == pytest.approx(3.0, abs=1 / FPS)
+    quiet = np.concatenate([track.openness[frames_between(0, 0.55)], track.openness[frames_between(1.55, 1.75)]])  # release has settled
+    assert quiet.max() < 0.02
+    a, i = track.openness[frames_between(0.75, 1.15)], track.openness[frames_between(1.95, 2.35)]
+    assert a.min() > 0.7 and i.min() > 0.7
+    # The first tone reads as "aaa", the second as "iii".
+    assert VOWELS[int(track.vowels[frames_between(0.75, 1.15)].mean(axis=0).argmax())] == "aaa"
+    assert VOWELS[int(track.vowels[frames_between(1.95, 2.35)].mean(axis=0).argmax())] == "iii"
+    # Smoothed: opening takes more than one frame but less than a syllable.
+    onset = track.openness[frames_between(0.6, 0.8)]
+    assert 0.05 < onset[0] < 0.95 and onset[-1] > 0.9
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
+def test_espeak_speech_opens_the_mouth_only_while_speaking(tmp_path):
+    speech_path = tmp_path / "speech_raw.wav"
+    subprocess.run(["espeak-ng", "-w", str(speech_path), "Hello there, I am a talking head."], check=True,
+                   capture_output=True, timeout=60)
+    speech, rate = read_wav(speech_path)
+    pad = np.zeros(int(0.8 * rate))
+    track = analyse(np.concatenate([pad, speech, pad]), rate, FPS)
+    spoken = len(speech) / rate
+    assert track.duration == pytest.approx(spoken + 1.6, abs=1 / FPS)
+    assert track.openness[frames_between(0, 0.7)].max() < 0.02
+    assert track.openness[frames_between(0.8 + spoken + 0.15, spoken + 1.6)].max() < 0.02
+    during = track.openness[frames_between(0.8, 0.8 + spoken)]
+    assert during.mean() > 0.3 and during.max() > 0.8
+    # Speech is syllables: the mouth opens and closes repeatedly, not a held tone.
+    from scipy.signal import find_peaks
+
+    assert len(find_peaks(during, prominence=0.25)[0]) >= 4
+    # More than one vowel shape shows up across the sentence.
+    assert len(set(track.vowels[frames_between(0.8, 0.8 + spoken)].argmax(axis=1)[during > 0.4])) >= 2
+
+
+def test_animator_plays_a_track_into_the_mouth_shapes(tmp_path):
+    audio = np.concatenate([silence(0.4), vowel((800, 1200), 0.4), silence(0.4)])
+    track = analyse(audio, RATE, FPS)
+    animator = Animator(AnimatorSettings(seed=0))
+    animator.speak(track, start=10.0)
+    mouth = [index_of(n) for n in MOUTH_SHAPES]
+    poses = np.stack([animator.read(10.0 + i / FPS) for i in range(len(track))])
+    assert np.allclose(poses[:, mouth].sum(axis=1), track.openness, atol=1e-5)
+    assert poses[frames_between(0.5, 0.75), index_of("mouth_aaa")].min() > 0.4
+
+
+def test_bad_audio_is_one_clear_error(tmp_path):
+    with pytest.raises(ThaError, match="does not exist"):
+        analyse_wav(tmp_path / "missing.wav", FPS)
+    (tmp_path / "fake.wav").write_bytes(b"ID3 not a wav at all")
+    with pytest.raises(ThaError, match="not a PCM WAV"):
+        analyse_wav(tmp_path / "fake.wav", FPS)

@@ -1,0 +1,111 @@
+"""`tha render` end to end with the committed demo student: lip-synced audio to a transparent
+.webm, a pose track to .mp4 and to PNG frames; frame counts, rates and durations checked."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tha.runtime.video import read_video
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
+RATE = 16000
+
+
+def tha(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def tone_wav(path: Path, silence: float, tone: float) -> Path:
+    t = np.arange(int(tone * RATE)) / RATE
+    voiced = 0.3 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    quiet = np.zeros(int(silence * RATE))
+    samples = np.concatenate([quiet, voiced, quiet])
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(RATE)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_audio_to_transparent_webm_with_lip_sync(tmp_path):
+    fps, silence, tone = 8, 0.375, 0.5
+    audio = tone_wav(tmp_path / "speech.wav", silence, tone)
+    out = tmp_path / "talk.webm"
+    result = tha("render", str(DEMO), "--audio", str(audio), "-o", str(out), "--fps", str(fps), "--no-idle")
+    assert result.returncode == 0, result.stderr
+    assert "rendering" in result.stderr  # the progress bar
+    frames, rate = read_video(out)
+    duration = 2 * silence + tone
+    assert len(frames) == int(np.ceil(duration * fps)) and rate == pytest.approx(fps)
+    assert len(frames) / rate == pytest.approx(duration, abs=1 / fps)
+    import av
+
+    with av.open(str(out)) as container:  # the speech rides along in the file
+        assert [s.type for s in container.streams] == ["video", "audio"]
+        assert container.duration / 1e6 == pytest.approx(duration, abs=0.1)
+    # Alpha survives in .webm: frame 0 (silent, no idle) is the neutral pose rendered directly.
+    from tha.models.pose import neutral_pose
+    from tha.runtime.renderer import open_backend
+
+    with open_backend("auto", DEMO) as engine:
+        expected = engine.render(neutral_pose()).host()
+    assert np.abs(frames[0][..., 3].astype(int) - expected[..., 3]).mean() < 2.0
+    assert frames[0][..., 3].min() < 16 and frames[0][..., 3].max() > 240
+    mouth = [f[150:210, 216:296, :3].astype(int) for f in frames]
+    speaking = np.abs(mouth[4] - mouth[0]).mean()
+    quiet = np.abs(mouth[1] - mouth[0]).mean()  # silent frames differ only by codec noise
+    assert speaking > max(3 * quiet, 0.3)  # the mouth moves with the sound
+
+
+def test_pose_track_to_mp4_and_png_frames(tmp_path):
+    track = tmp_path / "track.jsonl"
+    track.write_text("\n".join(json.dumps(p) for p in ({}, {"head_y": 0.9, "neck_z": 0.5}, {})) + "\n")
+    frames_dir = tmp_path / "frames"
+    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(frames_dir), "--no-idle")
+    assert result.returncode == 0, result.stderr
+    pngs = sorted(frames_dir.glob("*.png"))
+    assert len(pngs) == 3
+    frames = [np.asarray(Image.open(p)) for p in pngs]
+    assert frames[0].shape == (512, 512, 4)
+    assert np.array_equal(frames[0], frames[2])  # no idle motion: the same pose, the same pixels
+    assert np.abs(frames[1].astype(int) - frames[0].astype(int)).mean() > 1.0
+
+    out = tmp_path / "track.mp4"
+    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(out), "--fps", "12", "--max-frames", "2")
+    assert result.returncode == 0, result.stderr
+    video, rate = read_video(out)
+    assert len(video) == 2 and rate == pytest.approx(12)
+
+
+def test_bad_render_input_is_one_line(tmp_path):
+    track = tmp_path / "bad.jsonl"
+    track.write_text('{"head_y": 0.1}\n{"head_y": oops}\n')
+    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(tmp_path / "x.mp4"))
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "bad.jsonl:2" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.mp4").exists()
+    result = tha("render", str(DEMO), "-o", str(tmp_path / "x.mp4"))
+    assert result.returncode == 2 and "exactly one of --audio" in result.stderr
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"head_y": 0.1}\n')
+    result = tha("render", str(DEMO), "--poses", str(good), "-o", str(tmp_path / "x.avi"))
+    assert result.returncode == 2 and "cannot write '.avi'" in result.stderr
+
+
+@pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="a video device exists here")
+def test_virtual_camera_without_a_device_is_a_clear_message():
+    pytest.importorskip("pyvirtualcam")
+    from tha.models.errors import ThaError
+    from tha.runtime.virtualcam import VirtualCamera
+
+    with pytest.raises(ThaError, match="no virtual camera device.*(modprobe v4l2loopback|OBS)"):
+        VirtualCamera()
