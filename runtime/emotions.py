@@ -12,10 +12,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from tha.configs import CONFIGS
 from tha.models.errors import ThaError
 from tha.models.pose import pose_from_dict
 
-DEFAULT_EMOTIONS_FILE = Path(__file__).resolve().parents[1] / "configs" / "emotions.json"
+DEFAULT_EMOTIONS_FILE = CONFIGS / "emotions.json"
 NEUTRAL = "neutral"
 
 # SillyTavern's expressions extension (the go_emotions classifier) emits exactly these.

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "configs" / "demo"
+from tha.configs import CONFIGS
+
+DEMO_MODEL_DIR = CONFIGS / "demo"
 
 
 def _settings(path: Optional[Path]):
