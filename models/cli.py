@@ -22,7 +22,7 @@ def pose(
     save_tensor: Optional[Path] = typer.Option(None, "--save-tensor", help="Also write the raw (4,512,512) [-1,1] output as .npy."),
     strict_range: bool = typer.Option(False, "--strict-range", help="Refuse out-of-range values instead of clamping them with a warning."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Pose with the full THA4 teacher from this directory of upstream .pt files."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Character PNG for --teacher."),
+    image: Optional[Path] = typer.Option(None, "--image", help="Character PNG for --teacher (or a (4,512,512) .npy tensor as --save-tensor writes)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 or float64 (teacher)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ) -> None:
@@ -38,12 +38,12 @@ def pose(
     if torch_dtype is None:
         raise ThaError(f"--dtype {dtype} is not supported; use float32 or float64")
     if teacher is not None:
-        from tha.models.teacher import load_teacher_poser
+        from tha.models.teacher import load_teacher_image, load_teacher_poser
 
         if image is None:
             raise ThaError("--teacher needs --image CHARACTER.png")
         poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
-        source = load_image_tensor(image, torch_dtype)
+        source = load_teacher_image(image, torch_dtype)
     else:
         if model_dir is None:
             raise ThaError("give a MODEL_DIR (or --teacher DIR --image PNG)")
@@ -125,3 +125,6 @@ def register(app: typer.Typer) -> None:
     app.command("pose")(pose)
     app.command("info")(info)
     app.add_typer(models_app, name="models")
+    from tha.models.teacher.cli import teacher_app
+
+    app.add_typer(teacher_app, name="teacher")
