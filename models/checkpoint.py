@@ -1,7 +1,6 @@
 """Reading and writing upstream-format ``.pt`` state dicts, with errors that name the file."""
 from __future__ import annotations
 
-import io
 import pickle
 import re
 import zipfile

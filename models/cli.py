@@ -31,7 +31,7 @@ def pose(
     import torch
 
     from tha.models.errors import ThaError
-    from tha.models.image import load_image_tensor, save_png, tensor_to_rgba
+    from tha.models.image import save_png, tensor_to_rgba
 
     pose_vec = _pose_vector(set_, pose_file, strict_range)
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)

@@ -1,13 +1,13 @@
-"""Pose sources by name, for `tha view --source NAME`. Other areas add their own factory."""
+"""Pose sources by name, for `tha view --source NAME` and friends.
+
+Factories import their module on use, so listing sources stays cheap (mediapipe and OpenCV
+are heavy)."""
 from __future__ import annotations
 
 from typing import Callable
 
 from tha.models.errors import ThaError
 from tha.runtime.sources.base import PoseSource, SliderSource
-
-# name -> factory(**options). Puppeteer and live-mode sources register here.
-SOURCES: dict[str, Callable[..., PoseSource]] = {"sliders": SliderSource}
 
 
 def _animator(**options) -> PoseSource:
@@ -16,16 +16,6 @@ def _animator(**options) -> PoseSource:
     return Animator(AnimatorSettings(**options))
 
 
-SOURCES["animator"] = _animator
-
-
-def make_source(name: str, **options) -> PoseSource:
-    if name not in SOURCES:
-        raise ThaError(f"unknown pose source '{name}'; choose one of {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](**options)
-
-
-# Puppeteers: imported on use, so listing sources stays cheap (mediapipe and OpenCV are heavy).
 def _ifacialmocap(**options) -> PoseSource:
     from tha.runtime.sources.ifacialmocap import IFacialMocapSource
 
@@ -44,4 +34,16 @@ def _video(path: str, **options) -> PoseSource:
     return CaptureSource(path=path, **options)
 
 
-SOURCES.update(ifacialmocap=_ifacialmocap, webcam=_webcam, video=_video)
+SOURCES: dict[str, Callable[..., PoseSource]] = {
+    "sliders": SliderSource,
+    "animator": _animator,
+    "ifacialmocap": _ifacialmocap,
+    "webcam": _webcam,
+    "video": _video,
+}
+
+
+def make_source(name: str, **options) -> PoseSource:
+    if name not in SOURCES:
+        raise ThaError(f"unknown pose source '{name}'; choose one of {', '.join(sorted(SOURCES))}")
+    return SOURCES[name](**options)

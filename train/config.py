@@ -1,0 +1,183 @@
+"""The distiller's YAML config: upstream's fields exactly as its distiller UI writes them,
+plus ours (teacher source, student sizes, poses, example counts, device, precision).
+
+Defaults are the SPEC's upstream schedule; every number can be overridden in the YAML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from tha.models.errors import ThaError
+
+UINT64_MAX = 2**64 - 1
+SEED_FIELDS = ("face_morpher_random_seed_0", "face_morpher_random_seed_1",
+               "body_morpher_random_seed_0", "body_morpher_random_seed_1")
+
+
+@dataclass
+class FaceStudent:
+    channels: int = 128
+    num_sine_layers: int = 8
+
+
+@dataclass
+class BodyStudent:
+    # One width per level; level sizes follow as 512 >> (levels-1-i), as on load.
+    level_channels: list[int] = field(default_factory=lambda: [360, 180, 90])
+    sine_layers_per_level: int = 3
+
+
+@dataclass
+class FaceSchedule:
+    num_examples: int = 1_000_000
+    learning_rate: float = 1e-4
+    # The rate is divided by each factor from the example count beside it on.
+    lr_drop_at: list[int] = field(default_factory=lambda: [200_000, 500_000, 800_000])
+    lr_drop_factor: list[float] = field(default_factory=lambda: [3.0, 10.0, 30.0])
+    mask_weight: float = 20.0
+    # Train at a lower resolution than 128 (cheap CPU runs); weights are resolution-free.
+    resolution: int = 128
+
+
+@dataclass
+class BodyPhase:
+    end: int
+    learning_rate: float
+    blended: float
+    warped: float
+    grid_change: float
+    color_change: float
+
+
+def _upstream_phases() -> list[BodyPhase]:
+    weights = [(0.25, 0.25, 0.5, 2.0)] * 2 + [(1.0, 2.5, 5.0, 1.0)] * 2 + [(10.0, 1.0, 1.0, 1.0)] * 2
+    ends = [200_000, 400_000, 600_000, 800_000, 1_300_000, 1_500_000]
+    rates = [1e-4, 3e-5, 3e-5, 1e-5, 1e-5, 3e-6]
+    return [BodyPhase(e, r, *w) for e, r, w in zip(ends, rates, weights)]
+
+
+@dataclass
+class BodySchedule:
+    phases: list[BodyPhase] = field(default_factory=_upstream_phases)
+    resolution: int = 512
+
+    @property
+    def num_examples(self) -> int:
+        return self.phases[-1].end
+
+
+@dataclass
+class DistillConfig:
+    # --- upstream's fields, as in its distill_examples/*/config.yaml ---
+    prefix: str = "distill_output"
+    character_image_file_name: str = ""
+    face_mask_image_file_name: str = ""
+    face_morpher_random_seed_0: int = 0
+    face_morpher_random_seed_1: int = 0
+    face_morpher_num_training_examples_per_sample_output: int = 10_000
+    face_morpher_batch_size: int = 8
+    body_morpher_random_seed_0: int = 0
+    body_morpher_random_seed_1: int = 0
+    body_morpher_num_training_examples_per_sample_output: int = 10_000
+    body_morpher_batch_size: int = 8
+    num_cpu_workers: int = 1
+    num_gpus: int = 1
+    # --- ours ---
+    # "rig", an upstream teacher directory (the five .pt files), or any character model
+    # directory / fetched model name (re-distilling a student into a smaller one).
+    teacher: str = ""
+    # "sampler" (uniform over the SPEC ranges) or upstream's pose_dataset.pt.
+    poses: str = "sampler"
+    face_student: FaceStudent = field(default_factory=FaceStudent)
+    body_student: BodyStudent = field(default_factory=BodyStudent)
+    face: FaceSchedule = field(default_factory=FaceSchedule)
+    body: BodySchedule = field(default_factory=BodySchedule)
+    snapshot_every: int = 20_000
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
+    teacher_dtype: str = "float32"
+    num_sample_poses: int = 4
+    source: Optional[str] = None  # the YAML's own path; set on load
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    def path(self, value: str) -> Path:
+        """Resolve a path from the YAML: relative to the YAML's folder, else to the cwd
+        (upstream's examples are relative to its repository root)."""
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return p
+        beside = self.directory / p
+        return beside if beside.exists() or not p.exists() else p
+
+    @property
+    def output(self) -> Path:
+        p = Path(self.prefix).expanduser()
+        return p if p.is_absolute() else (self.directory / p).resolve()
+
+
+def _check(config: DistillConfig, label: str) -> None:
+    for name in SEED_FIELDS:
+        seed = getattr(config, name)
+        if not 0 <= seed <= UINT64_MAX:
+            raise ThaError(f"{label}: {name} = {seed} is out of range; seeds are unsigned 64-bit "
+                           f"integers (0 to {UINT64_MAX})")
+    for name in ("face_morpher_batch_size", "body_morpher_batch_size", "snapshot_every",
+                 "face_morpher_num_training_examples_per_sample_output",
+                 "body_morpher_num_training_examples_per_sample_output"):
+        if getattr(config, name) < 1:
+            raise ThaError(f"{label}: {name} must be at least 1")
+    if config.precision not in ("fp32", "bf16", "fp16"):
+        raise ThaError(f"{label}: precision {config.precision!r} is not one of fp32, bf16, fp16")
+    if config.teacher_dtype not in ("float32", "float64", "float16", "bfloat16"):
+        raise ThaError(f"{label}: teacher_dtype {config.teacher_dtype!r} is not one of "
+                       "float32, float64, float16, bfloat16")
+    ends = [p.end for p in config.body.phases]
+    if not ends or ends != sorted(ends) or ends[0] <= 0:
+        raise ThaError(f"{label}: body.phases must be non-empty with increasing `end` example counts")
+    if 512 % config.body.resolution or 128 % config.face.resolution:
+        raise ThaError(f"{label}: face.resolution must divide 128 and body.resolution 512")
+    if not config.teacher:
+        raise ThaError(f"{label}: no teacher; set `teacher:` to rig, an upstream teacher directory "
+                       "or a character model directory")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
+    """Read and validate a distill YAML; unknown keys and bad values are one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise ThaError(f"config {path} does not exist; `tha distill init IMAGE MASK -o DIR` writes one")
+    schema = OmegaConf.structured(DistillConfig)
+    try:
+        merged = OmegaConf.merge(schema, OmegaConf.load(path))
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ThaError(f"--set {item}: expected KEY=VALUE")
+            OmegaConf.update(merged, key, OmegaConf.create({"v": value})["v"] if value else value, merge=True)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None)
+        reason = str(err).splitlines()[0]
+        if "not in struct" in reason or "Key '" in reason and "not" in reason:
+            raise ThaError(f"{path}: unknown key {key!r}; known keys: "
+                           + ", ".join(f.name for f in fields(DistillConfig) if f.name != "source")) from None
+        raise ThaError(f"{path}: {key or 'value'}: {reason}") from None
+    except (ValueError, OSError, TypeError) as err:
+        raise ThaError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    config: DistillConfig = OmegaConf.to_object(merged)
+    config.source = str(path.resolve())
+    _check(config, str(path))
+    return config
+
+
+def config_yaml(config: DistillConfig) -> str:
+    data = OmegaConf.to_container(OmegaConf.structured(config))
+    data.pop("source", None)
+    return OmegaConf.to_yaml(data)

@@ -1,0 +1,51 @@
+"""Data-parallel distillation: `--nproc N` relaunches through torchrun; each worker joins
+the process group (NCCL on GPU, gloo on CPU) and runs the same loop on its slice."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from tha.models.errors import ThaError
+
+
+def launch(config_path: Path, resume: bool, nproc: int, overrides: list[str]) -> None:
+    """Run ``nproc`` workers on this machine through torchrun and wait for them."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "tha.train.ddp", str(config_path), *(["--resume"] if resume else []), *overrides]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if result.returncode != 0:
+        raise ThaError(f"distributed distillation failed (a worker exited with {result.returncode}); "
+                       "see the worker output above")
+
+
+def worker(argv: list[str]) -> None:
+    """One torchrun worker: join the group, distill, leave."""
+    from tha.train.config import load_config
+    from tha.train.distill import World, distill, resolve_device
+
+    resume = "--resume" in argv
+    args = [a for a in argv if a != "--resume"]
+    config = load_config(args[0], args[1:])
+    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size)
+    try:
+        distill(config, resume, World(rank, size, device))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        worker(sys.argv[1:])
+    except ThaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,379 @@
+"""`tha distill`: teach a student (face morpher, then body morpher) to imitate a teacher.
+
+One loop serves both stages; a stage is its module, its batch of teacher targets and its
+loss. Poses come from a seeded generator whose state goes into every snapshot, so a resumed
+run draws the same batches and reproduces an uninterrupted run. Under DDP every rank draws
+the same global batch and trains on its own slice; rank 0 writes everything.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from tha.models.character import CharacterModel
+from tha.models.errors import ThaError
+from tha.models.image import rgba_to_tensor
+from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
+from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig
+from tha.train.config import DistillConfig, config_yaml
+from tha.train.inputs import load_character, load_face_mask, resolve_input
+from tha.train.poses import pose_source
+from tha.train.samples import psnr, write_samples
+from tha.train.snapshot import SNAPSHOT, load_snapshot, rng_state, save_snapshot, set_rng_state
+from tha.train.teacher_source import DistillTeacher, open_teacher
+
+HELD_OUT_SEED = 0x7A5EED  # held-out poses never come from the training generators
+MODEL_DIR = "character_model"
+STAGES = ("face", "body")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class World:
+    rank: int = 0
+    size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def face_config(config: DistillConfig, resolution: int = 128) -> FaceMorpherConfig:
+    s = config.face_student
+    return FaceMorpherConfig(image_size=resolution, channels=s.channels, num_sine_layers=s.num_sine_layers)
+
+
+def body_config(config: DistillConfig, resolution: int = 512) -> BodyMorpherConfig:
+    s = config.body_student
+    levels = len(s.level_channels)
+    sizes = tuple((512 >> (levels - 1 - i)) * resolution // 512 for i in range(levels))
+    return BodyMorpherConfig(level_sizes=sizes, level_channels=tuple(s.level_channels),
+                             sine_layers_per_level=s.sine_layers_per_level)
+
+
+def _shrink(x: Tensor | None, size: int) -> Tensor | None:
+    return x if x is None or x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
+
+
+def _l1(a: Tensor, b: Tensor | None) -> Tensor:
+    return (a - b).abs().mean() if b is not None else a.new_zeros(())
+
+
+@dataclass
+class Stage:
+    """One stage of the run: what it trains and how."""
+
+    name: str
+    module: nn.Module
+    batch_size: int
+    num_examples: int
+    sample_every: int
+    seed_0: int
+    seed_1: int
+    learning_rate: Callable[[int], float]
+    # poses -> (inputs for the module, targets); runs the teacher, no grad
+    targets: Callable[[Tensor], tuple[tuple, dict[str, Tensor]]]
+    # (module output, targets, examples so far) -> (total loss, terms)
+    loss: Callable[[object, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
+    # held-out (teacher, student) images at full size for samples and PSNR
+    evaluate: Callable[[nn.Module, Tensor], tuple[Tensor, Tensor]]
+
+
+class Distiller:
+    def __init__(self, config: DistillConfig, world: World):
+        self.config, self.world = config, world
+        self.output = config.output
+        self.rgba = load_character(resolve_input(config, config.character_image_file_name, "character_image_file_name"))
+        mask = load_face_mask(resolve_input(config, config.face_mask_image_file_name, "face_mask_image_file_name"))
+        self.image = rgba_to_tensor(self.rgba)[None].to(world.device)
+        self.face_mask = torch.from_numpy(mask[FACE_ROWS, FACE_COLS]).float()[None, None].to(world.device)
+        self.poses = pose_source(config.poses, config.path)
+        self.teacher: DistillTeacher = open_teacher(config.teacher, config.path, world.device,
+                                                    DTYPES[config.teacher_dtype])
+        self.teacher_dtype = DTYPES[config.teacher_dtype]
+        self.held_out = self.poses.sample(config.num_sample_poses,
+                                          torch.Generator().manual_seed(HELD_OUT_SEED)).to(world.device)
+        self.face = FaceMorpher(face_config(config, config.face.resolution)).to(world.device)
+        self.body = BodyMorpher(body_config(config, config.body.resolution)).to(world.device)
+        # per stage: [examples, loss] after every step, [examples, held-out PSNR] at every sample
+        self.history: dict[str, list[list[float]]] = {name: [] for name in STAGES}
+        self.psnr: dict[str, list[list[float]]] = {name: [] for name in STAGES}
+        self.warned_missing = False
+
+    # --- teacher calls ---------------------------------------------------------------
+    def _teach(self, fn, pose: Tensor):
+        return fn(self.image.to(self.teacher_dtype), pose.to(self.teacher_dtype))
+
+    def face_targets(self, pose: Tensor):
+        target = self._teach(self.teacher.face_target, pose).float()
+        size = self.config.face.resolution
+        return (pose[:, :39],), {"patch": _shrink(target, size), "mask": _shrink(self.face_mask, size)}
+
+    def body_targets(self, pose: Tensor):
+        t = self._teach(self.teacher.body_targets, pose)
+        if (t.warped_image is None or t.grid_change is None) and not self.warned_missing:
+            self.warned_missing = True
+            warnings.warn(f"the {self.teacher.kind} teacher gives no warped image / grid change; "
+                          "those loss terms are left out")
+        size = self.config.body.resolution
+        cast = lambda x: None if x is None else _shrink(x.float(), size)  # noqa: E731
+        return (cast(t.input_image), pose), {"image": cast(t.image), "warped": cast(t.warped_image),
+                                             "grid_change": cast(t.grid_change)}
+
+    # --- losses -----------------------------------------------------------------------
+    def face_loss(self, out: Tensor, t: dict[str, Tensor], examples: int):
+        full = _l1(out, t["patch"])
+        masked = (t["mask"] * (out - t["patch"])).abs().mean()
+        return full + self.config.face.mask_weight * masked, {"l1": full, "masked_l1": masked}
+
+    def body_phase(self, examples: int):
+        return next((p for p in self.config.body.phases if examples < p.end), self.config.body.phases[-1])
+
+    def body_loss(self, out, t: dict[str, Tensor], examples: int):
+        p = self.body_phase(examples)
+        terms = {"blended": _l1(out.blended_image, t["image"]), "warped": _l1(out.warped_image, t["warped"]),
+                 "grid_change": _l1(out.grid_change, t["grid_change"]),
+                 "color_change": _l1(out.color_change, t["image"])}
+        total = (p.blended * terms["blended"] + p.warped * terms["warped"]
+                 + p.grid_change * terms["grid_change"] + p.color_change * terms["color_change"])
+        return total, terms
+
+    def face_lr(self, examples: int) -> float:
+        f = self.config.face
+        factor = 1.0
+        for at, drop in zip(f.lr_drop_at, f.lr_drop_factor):
+            if examples >= at:
+                factor = drop
+        return f.learning_rate / factor
+
+    # --- held-out evaluation at full size --------------------------------------------------
+    @torch.no_grad()
+    def evaluate_face(self, module: nn.Module, pose: Tensor):
+        full = FaceMorpher(face_config(self.config)).to(self.world.device)
+        full.load_state_dict(_unwrap(module).state_dict())
+        teacher = self._teach(self.teacher.face_target, pose).float()
+        return teacher, full(pose[:, :39])
+
+    @torch.no_grad()
+    def evaluate_body(self, module: nn.Module, pose: Tensor):
+        full = BodyMorpher(body_config(self.config)).to(self.world.device)
+        full.load_state_dict(_unwrap(module).state_dict())
+        face = FaceMorpher(face_config(self.config)).to(self.world.device)
+        face.load_state_dict(self.face.state_dict())
+        teacher = self._teach(self.teacher.body_targets, pose).image.float()
+        student = full(paste_face(self.image, face(pose[:, :39])), pose).blended_image
+        return teacher, student
+
+    def stages(self) -> list[Stage]:
+        c = self.config
+        return [
+            Stage("face", self.face, c.face_morpher_batch_size, c.face.num_examples,
+                  c.face_morpher_num_training_examples_per_sample_output,
+                  c.face_morpher_random_seed_0, c.face_morpher_random_seed_1, self.face_lr,
+                  self.face_targets, self.face_loss, self.evaluate_face),
+            Stage("body", self.body, c.body_morpher_batch_size, c.body.num_examples,
+                  c.body_morpher_num_training_examples_per_sample_output,
+                  c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
+                  lambda n: self.body_phase(n).learning_rate, self.body_targets, self.body_loss,
+                  self.evaluate_body),
+        ]
+
+    # --- the run ----------------------------------------------------------------------------
+    def run(self, resume: bool) -> Path:
+        snapshot = self._start(resume)
+        start = STAGES.index(snapshot["stage"]) if snapshot else 0
+        if snapshot:
+            self.face.load_state_dict(snapshot["face_morpher"])
+            self.body.load_state_dict(snapshot["body_morpher"])
+            self.history, self.psnr = snapshot["history"], snapshot["psnr"]
+        writer = self._writer()
+        for stage in self.stages()[start:]:
+            resumed = snapshot if snapshot and snapshot["stage"] == stage.name else None
+            self.train_stage(stage, resumed, writer)
+            snapshot = None
+        model_dir = self.output / MODEL_DIR
+        if self.world.main:
+            face = FaceMorpher(face_config(self.config))
+            face.load_state_dict(self.face.state_dict())
+            body = BodyMorpher(body_config(self.config))
+            body.load_state_dict(self.body.state_dict())
+            CharacterModel(self.rgba, face.cpu(), body.cpu()).save(model_dir)
+            writer.close()
+        return model_dir
+
+    def _start(self, resume: bool) -> dict | None:
+        snapshot = load_snapshot(self.output)
+        if resume and snapshot is None:
+            raise ThaError(f"--resume: no {SNAPSHOT} in {self.output}; start without --resume")
+        if not resume and snapshot is not None:
+            raise ThaError(f"{self.output} already holds a run ({SNAPSHOT}); pass --resume to continue it, "
+                           "or change `prefix` to start a new one")
+        if snapshot is not None and snapshot["config"] != config_yaml(self.config):
+            raise ThaError(f"{self.output / SNAPSHOT} was written with a different config; resume with the "
+                           "config it was started with, or change `prefix` to start a new run")
+        if self.world.main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        return snapshot
+
+    def _writer(self):
+        if not self.world.main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.output / "tensorboard"))
+
+    def train_stage(self, stage: Stage, snapshot: dict | None, writer) -> None:
+        world, config = self.world, self.config
+        if snapshot is None:  # fresh stage: seeded init; its first snapshot marks the start
+            torch.manual_seed(stage.seed_1)
+            fresh = type(stage.module)(stage.module.config).to(world.device)
+            stage.module.load_state_dict(fresh.state_dict())
+        module = _wrap(stage.module, world)
+        optimizer = torch.optim.Adam(module.parameters(), lr=stage.learning_rate(0), betas=(0.9, 0.999))
+        generator = torch.Generator().manual_seed(stage.seed_0)
+        scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
+        examples = 0
+        if snapshot is not None:
+            optimizer.load_state_dict(snapshot["optimizer"])
+            generator.set_state(snapshot["generator"])
+            if snapshot["scaler"]:
+                scaler.load_state_dict(snapshot["scaler"])
+            set_rng_state(snapshot["rng"])
+            examples = snapshot["examples"]
+        if examples >= stage.num_examples:
+            return
+        autocast = _autocast(config.precision, world.device)
+        global_batch = stage.batch_size * world.size
+        bar = tqdm(total=stage.num_examples, initial=examples, unit="ex", unit_scale=True,
+                   desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True)
+        last_snapshot, last_sample = examples // config.snapshot_every, examples // stage.sample_every
+        started, started_at = time.perf_counter(), examples
+        if examples == 0:
+            self._sample(stage, module, examples, writer)
+        while examples < stage.num_examples:
+            poses = stage_poses(self.poses, generator, global_batch, world).to(world.device)
+            inputs, targets = stage.targets(poses)
+            lr = stage.learning_rate(examples)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                out = module(*inputs)
+            loss, terms = stage.loss(_to_float(out), targets, examples)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            examples += global_batch
+            value = _mean_over_ranks(loss.detach(), world)
+            self.history[stage.name].append([float(examples), value])
+            bar.update(global_batch)
+            rate = (examples - started_at) / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
+            if world.main and writer is not None:
+                writer.add_scalar(f"{stage.name}/loss", value, examples)
+                for name, term in terms.items():
+                    writer.add_scalar(f"{stage.name}/{name}", term.item(), examples)
+                writer.add_scalar(f"{stage.name}/learning_rate", lr, examples)
+                writer.add_scalar(f"{stage.name}/examples_per_s", rate, examples)
+            if examples // stage.sample_every > last_sample or examples >= stage.num_examples:
+                last_sample = examples // stage.sample_every
+                self._sample(stage, module, examples, writer)
+            if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
+                last_snapshot = examples // config.snapshot_every
+                self._snapshot(stage.name, examples, optimizer, generator, scaler)
+        bar.close()
+
+    def _snapshot(self, stage: str, examples: int, optimizer, generator, scaler) -> None:
+        if not self.world.main:
+            return
+        save_snapshot(self.output, {
+            "stage": stage, "examples": examples, "config": config_yaml(self.config),
+            "face_morpher": _cpu(self.face.state_dict()), "body_morpher": _cpu(self.body.state_dict()),
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rng_state(),
+            "history": self.history, "psnr": self.psnr,
+        })
+
+    def _sample(self, stage: Stage, module: nn.Module, examples: int, writer) -> None:
+        if not self.world.main:
+            return
+        teacher, student = stage.evaluate(module, self.held_out)
+        value = psnr(student, teacher)
+        self.psnr[stage.name].append([float(examples), value])
+        write_samples(self.output / "samples" / f"{stage.name}_{examples:09d}.png", teacher, student)
+        if writer is not None:
+            writer.add_scalar(f"{stage.name}/psnr_held_out", value, examples)
+            writer.flush()
+        tqdm.write(f"{stage.name} morpher: {examples} examples, held-out PSNR {value:.2f} dB")
+
+
+def stage_poses(source, generator: torch.Generator, global_batch: int, world: World) -> Tensor:
+    """Every rank draws the same global batch (one generator state to snapshot) and keeps its slice."""
+    poses = source.sample(global_batch, generator)
+    per_rank = global_batch // world.size
+    return poses[world.rank * per_rank:(world.rank + 1) * per_rank]
+
+
+def _wrap(module: nn.Module, world: World) -> nn.Module:
+    if world.size == 1:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [world.device.index] if world.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    return getattr(module, "module", module)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _to_float(out):
+    if isinstance(out, Tensor):
+        return out.float()
+    return type(out)(*(x.float() for x in out))
+
+
+def _mean_over_ranks(value: Tensor, world: World) -> float:
+    if world.size > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world.size
+    return value.item()
+
+
+def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ThaError(f"device {name} asked for, but no CUDA device is available; set `device: cpu`")
+        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
+    if name != "cpu":
+        raise ThaError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return torch.device("cpu")
+
+
+def distill(config: DistillConfig, resume: bool = False, world: World | None = None) -> Path:
+    world = world or World(device=resolve_device(config.device))
+    return Distiller(config, world).run(resume)
