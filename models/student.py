@@ -91,10 +91,21 @@ class FaceMorpher(nn.Module):
         self.config = config
         self.siren = _Siren(config)
 
-    def forward(self, pose: Tensor) -> Tensor:
-        size = self.config.image_size
-        grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
-        return self.siren(torch.cat([grid, pose_planes(pose, size)], dim=1))
+    def forward(self, pose: Tensor, coords: Tensor | None = None) -> Tensor:
+        """``coords`` (N,2,H,W), optional: x,y positions to evaluate instead of the pixel grid
+        (the distiller trains on random pixel subsets; the MLP is per position)."""
+        if coords is None:
+            size = self.config.image_size
+            coords = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
+        planes = pose[:, :, None, None].expand(-1, -1, *coords.shape[-2:])
+        return self.siren(torch.cat([coords, planes], dim=1))
+
+
+def _upsample(features: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear upsampling (align_corners=False) of ``features`` read at ``coords`` only:
+    grid_sample with border padding clamps at the edges exactly as interpolate does."""
+    return F.grid_sample(features, coords.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 class BodyOutput(NamedTuple):
@@ -105,11 +116,15 @@ class BodyOutput(NamedTuple):
     grid_change: Tensor
 
 
-def warp(image: Tensor, grid_change: Tensor) -> Tensor:
-    """Resample ``image`` at identity + grid_change (bilinear, border, align_corners=False)."""
-    n, _, h, w = image.shape
-    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=image.dtype, device=image.device)
-    base = F.affine_grid(identity.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+def warp(image: Tensor, grid_change: Tensor, coords: Tensor | None = None) -> Tensor:
+    """Resample ``image`` at identity + grid_change (bilinear, border, align_corners=False);
+    with ``coords`` (N,2,H,W), at coords + grid_change instead of the identity grid."""
+    if coords is None:
+        n, _, h, w = image.shape
+        identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=image.dtype, device=image.device)
+        base = F.affine_grid(identity.expand(n, 2, 3), [n, 1, h, w], align_corners=False)
+    else:
+        base = coords.permute(0, 2, 3, 1)
     grid = base + grid_change.permute(0, 2, 3, 1)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -131,19 +146,27 @@ class BodyMorpher(nn.Module):
             self.siren_layers.append(nn.Sequential(*layers))
         self.last_linear = nn.Conv2d(c.level_channels[-1], c.image_channels + 3, kernel_size=1)
 
-    def features(self, pose: Tensor) -> Tensor:
+    def features(self, pose: Tensor, coords: Tensor | None = None) -> Tensor:
+        """``coords`` (N,2,H,W), optional: evaluate the last level only at these x,y positions
+        (earlier levels stay whole grids and are sampled there as the upsampling would)."""
         x = None
-        for size, level in zip(self.config.level_sizes, self.siren_layers):
-            grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
-            inputs = [grid, pose_planes(pose, size)]
+        last = len(self.siren_layers) - 1
+        for i, (size, level) in enumerate(zip(self.config.level_sizes, self.siren_layers)):
+            if i == last and coords is not None:
+                grid = coords
+            else:
+                grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
+            inputs = [grid, pose[:, :, None, None].expand(-1, -1, *grid.shape[-2:])]
             if x is not None:
-                inputs.insert(0, F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+                inputs.insert(0, _upsample(x, grid) if grid is coords else
+                              F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
             x = level(torch.cat(inputs, dim=1))
         return self.last_linear(x)
 
-    def forward(self, image: Tensor, pose: Tensor) -> BodyOutput:
-        out = self.features(pose)
+    def forward(self, image: Tensor, pose: Tensor, coords: Tensor | None = None) -> BodyOutput:
+        """With ``coords``, every output holds those positions only (the image is sampled there)."""
+        out = self.features(pose, coords)
         grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
-        warped = warp(image, grid_change)
+        warped = warp(image, grid_change, coords)
         blended = (1 - alpha) * warped + alpha * color_change
         return BodyOutput(blended, alpha, color_change, warped, grid_change)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 import warnings
 
@@ -19,8 +18,7 @@ COMMAND_MODULES = ("tha.models.cli", "tha.export.cli", "tha.train.cli", "tha.run
                    "tha.runtime.live", "tha.runtime.puppet")
 
 for _name in COMMAND_MODULES:
-    if importlib.util.find_spec(_name) is not None:
-        importlib.import_module(_name).register(app)
+    importlib.import_module(_name).register(app)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -98,6 +98,10 @@ def register(app: typer.Typer) -> None:
 
         source = Animator()
         source.set_emotion(emotion)
+        if not offscreen:
+            from tha.viewer.window import require_display
+
+            require_display()
         with open_backend(backend, DEMO_MODEL_DIR, device) as engine:
             run_viewer(engine, source, offscreen=offscreen, max_frames=frames, record=record,
                        title="tha demo")

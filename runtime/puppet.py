@@ -92,6 +92,10 @@ def puppet(
         else:  # headless video renders frame by frame; in a window it plays in real time
             driver = make_source("video", path=video, realtime=not offscreen, **options)
 
+    if not offscreen:
+        from tha.viewer.window import require_display
+
+        require_display()
     with open_backend(backend, resolve_model(model_dir), device) as engine:
         if source is Puppeteer.video and offscreen:
             drawn = render_video_offline(engine, driver, frames, record)

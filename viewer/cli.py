@@ -31,7 +31,10 @@ def view(
     from tha.runtime.renderer import open_backend
     from tha.runtime.sources.registry import make_source
     from tha.viewer.app import run_viewer
+    from tha.viewer.window import require_display
 
+    if not offscreen:
+        require_display()
     pose_source = make_source(source)
     with open_backend(backend, resolve_model(model_dir), device) as engine:
         run_viewer(engine, pose_source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,

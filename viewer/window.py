@@ -14,12 +14,17 @@ def _glfw_error(code: int, description: bytes) -> None:
     pass
 
 
+def require_display() -> None:
+    """Fail before any slow work (loading a model) when no window can open."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise ThaError("no display: DISPLAY is not set; run under X (or Xvfb), or use --offscreen")
+
+
 class Window:
     offscreen = False
 
     def __init__(self, size: tuple[int, int], title: str):
-        if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
-            raise ThaError("no display: DISPLAY is not set; run under X (or Xvfb), or use --offscreen")
+        require_display()
         glfw.set_error_callback(_glfw_error)
         if not glfw.init():
             raise ThaError(f"cannot open the display {os.environ.get('DISPLAY', '')!r}; "

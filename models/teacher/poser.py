@@ -117,8 +117,10 @@ class TeacherPoser(FaceTeacherPoser):
         body = self.body_morpher(half, body_pose)
         coarse_image = F.interpolate(body.merged, size=(512, 512), mode="bilinear", align_corners=False)
         coarse_grid = F.interpolate(body.grid_change, size=(512, 512), mode="bilinear", align_corners=False)
-        final = self.upscaler(face_morphed_full, coarse_image, coarse_grid, body_pose).merged
-        return {"body_morpher_image": body.merged, "full_posed_image": final}
+        final = self.upscaler(face_morphed_full, coarse_image, coarse_grid, body_pose)
+        # The upscaler's warp and grid change are what upstream distils the body student against.
+        return {"body_morpher_image": body.merged, "full_posed_image": final.merged,
+                "warped_image": final.warped, "grid_change": final.grid_change}
 
     @torch.no_grad()
     def stages(self, image: Tensor, pose: Tensor) -> dict[str, Tensor]:
