@@ -32,3 +32,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | Path, what: str):
+    """Parse a JSON file; a missing or malformed file is one ThaError line naming ``what``."""
+    import json
+
+    from tha.models.errors import ThaError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ThaError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ThaError(f"{what} {path} is not valid JSON ({err})") from None

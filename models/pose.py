@@ -208,14 +208,9 @@ def parse_assignments(items: Iterable[str], *, base: np.ndarray | None = None,
 
 def load_pose_file(path: str | Path, *, base: np.ndarray | None = None, clamp: bool = True) -> np.ndarray:
     """Read a JSON pose file: an object of parameter name -> value (missing names stay at base)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ThaError(f"pose file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ThaError(f"pose file {path} is not valid JSON ({err}); write an object like "
-                       '{"head_x": 0.4}') from None
+    from tha.models.files import read_json
+
+    data = read_json(path, "pose file")
     if not isinstance(data, dict):
         raise ThaError(f"pose file {path} must hold a JSON object of name -> value, not {type(data).__name__}")
     return pose_from_dict(data, base=base, clamp=clamp)

@@ -6,7 +6,6 @@ with an ``_index`` suffix (``eyebrow_troubled_left_index``); both spellings are 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,6 +13,7 @@ import numpy as np
 
 from tha.configs import CONFIGS
 from tha.models.errors import ThaError
+from tha.models.files import read_json
 from tha.models.pose import pose_from_dict
 
 DEFAULT_EMOTIONS_FILE = CONFIGS / "emotions.json"
@@ -60,13 +60,7 @@ def load_emotions(path: str | Path | None = None) -> Emotions:
 
 
 def _read(path: Path) -> Emotions:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ThaError(f"emotion file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ThaError(f"emotion file {path} is not valid JSON ({err})") from None
-    return parse_emotions(data, str(path))
+    return parse_emotions(read_json(path, "emotion file"), str(path))
 
 
 def resolve(emotions: Emotions, name: str) -> str:

@@ -13,20 +13,12 @@ DEMO_MODEL_DIR = CONFIGS / "demo"
 
 def _settings(path: Optional[Path]):
     """Animator settings from a JSON file (SillyTavern-extras `_animator.json` style) or defaults."""
-    import json
-
-    from tha.models.errors import ThaError
+    from tha.models.files import read_json
     from tha.runtime.sources.animator import AnimatorSettings, settings_from_dict
 
     if path is None:
         return AnimatorSettings()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ThaError(f"animator settings file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ThaError(f"animator settings file {path} is not valid JSON ({err})") from None
-    settings, unknown = settings_from_dict(data)
+    settings, unknown = settings_from_dict(read_json(path, "animator settings file"))
     if unknown:
         typer.echo(f"warning: {path}: ignoring unknown settings {', '.join(unknown)}", err=True)
     return settings
