@@ -91,6 +91,8 @@ def test_config_and_input_errors_are_one_clear_line(shared, tmp_path):
     assert "unsigned 64-bit" in run("seed", body_morpher_random_seed_1=2**64)
     assert "unsigned 64-bit" in run("negative", face_morpher_random_seed_0=-1)
     assert "unknown key" in run("key", face_morpher_batch_sise=8)
+    face = _tiny(shared, tmp_path)["face"]
+    assert "pixels_per_example" in run("pixels", face={**face, "pixels_per_example": 16 * 16 + 1})
     # Nothing was trained or written for any of them.
     assert not list(tmp_path.glob("*/snapshot.pt"))
 
@@ -211,3 +213,21 @@ def test_rig_distillation_converges(shared, tmp_path):
     poses = PoseSampler().sample(4, torch.Generator().manual_seed(4242))
     student = StudentPoser.from_model(model).pose(image, poses)
     assert psnr(student, RigTeacher().pose(image, poses)) >= 25.0
+
+
+def test_pixel_subsets_train_exactly_the_full_grid_pixels():
+    """`pixels_per_example`: students evaluated at sampled pixel centres give the full-grid
+    outputs at those pixels, so subset losses are the full-resolution losses, sampled."""
+    from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
+    from tha.train.distill import _gather
+
+    torch.manual_seed(0)
+    pose = PoseSampler().sample(2, torch.Generator().manual_seed(1))
+    pixels = torch.randint(64 * 64, (2, 300), generator=torch.Generator().manual_seed(2))
+    coords = _gather(position_grid(64), pixels)
+    face = FaceMorpher(FaceMorpherConfig(image_size=64, channels=16, num_sine_layers=3))
+    torch.testing.assert_close(face(pose[:, :39], coords), _gather(face(pose[:, :39]), pixels))
+    body = BodyMorpher(BodyMorpherConfig(level_sizes=(16, 32, 64), level_channels=(16, 8, 8), sine_layers_per_level=2))
+    image = torch.rand(1, 4, 64, 64).expand(2, -1, -1, -1) * 2 - 1
+    for full, sampled in zip(body(image, pose), body(image, pose, coords)):
+        torch.testing.assert_close(sampled, _gather(full, pixels), rtol=1e-4, atol=1e-4)

@@ -42,6 +42,10 @@ class FaceSchedule:
     mask_weight: float = 20.0
     # Train at a lower resolution than 128 (cheap CPU runs); weights are resolution-free.
     resolution: int = 128
+    # 0 (upstream): every step sees whole patches. N > 0: each example trains on N random
+    # pixels of the `resolution` grid, drawn afresh every step: the cost of a coarse grid
+    # without its aliasing when the SIREN is evaluated at 128.
+    pixels_per_example: int = 0
 
 
 @dataclass
@@ -65,6 +69,9 @@ def _upstream_phases() -> list[BodyPhase]:
 class BodySchedule:
     phases: list[BodyPhase] = field(default_factory=_upstream_phases)
     resolution: int = 512
+    # As face.pixels_per_example, on the `resolution` grid: the last level runs at N random
+    # pixels (earlier levels stay whole), the losses compare those pixels only.
+    pixels_per_example: int = 0
 
     @property
     def num_examples(self) -> int:
@@ -144,6 +151,10 @@ def _check(config: DistillConfig, label: str) -> None:
         raise ThaError(f"{label}: body.phases must be non-empty with increasing `end` example counts")
     if 512 % config.body.resolution or 128 % config.face.resolution:
         raise ThaError(f"{label}: face.resolution must divide 128 and body.resolution 512")
+    for name, schedule in (("face", config.face), ("body", config.body)):
+        if not 0 <= schedule.pixels_per_example <= schedule.resolution ** 2:
+            raise ThaError(f"{label}: {name}.pixels_per_example must be 0 (whole images) to "
+                           f"{schedule.resolution ** 2} ({name}.resolution squared)")
     if not config.teacher:
         raise ThaError(f"{label}: no teacher; set `teacher:` to rig, an upstream teacher directory "
                        "or a character model directory")

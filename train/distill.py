@@ -24,7 +24,7 @@ from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.models.image import rgba_to_tensor
 from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
-from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig
+from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
 from tha.train.config import DistillConfig, config_yaml
 from tha.train.inputs import load_character, load_face_mask, resolve_input
 from tha.train.poses import pose_source
@@ -66,6 +66,14 @@ def _shrink(x: Tensor | None, size: int) -> Tensor | None:
     return x if x is None or x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
 
 
+def _gather(x: Tensor | None, pixels: Tensor | None) -> Tensor | None:
+    """(N,C,H,W) -> (N,C,1,K) at flat pixel indices (N,K); unchanged without indices."""
+    if x is None or pixels is None:
+        return x
+    x = x.expand(pixels.shape[0], -1, -1, -1).flatten(2)
+    return torch.gather(x, 2, pixels[:, None].expand(-1, x.shape[1], -1))[:, :, None]
+
+
 def _l1(a: Tensor, b: Tensor | None) -> Tensor:
     return (a - b).abs().mean() if b is not None else a.new_zeros(())
 
@@ -79,11 +87,14 @@ class Stage:
     batch_size: int
     num_examples: int
     sample_every: int
+    # random pixels per example of a `resolution` grid; 0 = whole images
+    pixels_per_example: int
+    resolution: int
     seed_0: int
     seed_1: int
     learning_rate: Callable[[int], float]
-    # poses -> (inputs for the module, targets); runs the teacher, no grad
-    targets: Callable[[Tensor], tuple[tuple, dict[str, Tensor]]]
+    # (poses, pixel indices or None) -> (inputs for the module, targets); runs the teacher, no grad
+    targets: Callable[[Tensor, Tensor | None], tuple[tuple, dict[str, Tensor]]]
     # (module output, targets, examples so far) -> (total loss, terms)
     loss: Callable[[object, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
     # held-out (teacher, student) images at full size for samples and PSNR
@@ -115,12 +126,17 @@ class Distiller:
     def _teach(self, fn, pose: Tensor):
         return fn(self.image.to(self.teacher_dtype), pose.to(self.teacher_dtype))
 
-    def face_targets(self, pose: Tensor):
+    def _coords(self, size: int, pixels: Tensor | None) -> Tensor | None:
+        return _gather(position_grid(size, device=self.world.device), pixels)
+
+    def face_targets(self, pose: Tensor, pixels: Tensor | None = None):
         target = self._teach(self.teacher.face_target, pose).float()
         size = self.config.face.resolution
-        return (pose[:, :39],), {"patch": _shrink(target, size), "mask": _shrink(self.face_mask, size)}
+        inputs = (pose[:, :39],) if pixels is None else (pose[:, :39], self._coords(size, pixels))
+        return inputs, {"patch": _gather(_shrink(target, size), pixels),
+                        "mask": _gather(_shrink(self.face_mask, size), pixels)}
 
-    def body_targets(self, pose: Tensor):
+    def body_targets(self, pose: Tensor, pixels: Tensor | None = None):
         t = self._teach(self.teacher.body_targets, pose)
         if (t.warped_image is None or t.grid_change is None) and not self.warned_missing:
             self.warned_missing = True
@@ -128,8 +144,11 @@ class Distiller:
                           "those loss terms are left out")
         size = self.config.body.resolution
         cast = lambda x: None if x is None else _shrink(x.float(), size)  # noqa: E731
-        return (cast(t.input_image), pose), {"image": cast(t.image), "warped": cast(t.warped_image),
-                                             "grid_change": cast(t.grid_change)}
+        target = lambda x: _gather(cast(x), pixels)  # noqa: E731
+        inputs = (cast(t.input_image), pose) if pixels is None else \
+            (cast(t.input_image), pose, self._coords(size, pixels))
+        return inputs, {"image": target(t.image), "warped": target(t.warped_image),
+                        "grid_change": target(t.grid_change)}
 
     # --- losses -----------------------------------------------------------------------
     def face_loss(self, out: Tensor, t: dict[str, Tensor], examples: int):
@@ -180,11 +199,11 @@ class Distiller:
         return [
             Stage("face", self.face, c.face_morpher_batch_size, c.face.num_examples,
                   c.face_morpher_num_training_examples_per_sample_output,
-                  c.face_morpher_random_seed_0, c.face_morpher_random_seed_1, self.face_lr,
+                  c.face.pixels_per_example, c.face.resolution, c.face_morpher_random_seed_0, c.face_morpher_random_seed_1, self.face_lr,
                   self.face_targets, self.face_loss, self.evaluate_face),
             Stage("body", self.body, c.body_morpher_batch_size, c.body.num_examples,
                   c.body_morpher_num_training_examples_per_sample_output,
-                  c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
+                  c.body.pixels_per_example, c.body.resolution, c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
                   lambda n: self.body_phase(n).learning_rate, self.body_targets, self.body_loss,
                   self.evaluate_body),
         ]
@@ -263,7 +282,8 @@ class Distiller:
             self._sample(stage, module, examples, writer)
         while examples < stage.num_examples:
             poses = stage_poses(self.poses, generator, global_batch, world).to(world.device)
-            inputs, targets = stage.targets(poses)
+            pixels = stage_pixels(stage, generator, global_batch, world)
+            inputs, targets = stage.targets(poses, pixels)
             lr = stage.learning_rate(examples)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -323,6 +343,16 @@ def stage_poses(source, generator: torch.Generator, global_batch: int, world: Wo
     poses = source.sample(global_batch, generator)
     per_rank = global_batch // world.size
     return poses[world.rank * per_rank:(world.rank + 1) * per_rank]
+
+
+def stage_pixels(stage: Stage, generator: torch.Generator, global_batch: int, world: World) -> Tensor | None:
+    """Flat indices (per-rank batch, K) of K random pixels per example (with replacement),
+    drawn from the stage's generator like the poses so a resumed run draws the same ones."""
+    if not stage.pixels_per_example:
+        return None
+    pixels = torch.randint(stage.resolution ** 2, (global_batch, stage.pixels_per_example), generator=generator)
+    per_rank = global_batch // world.size
+    return pixels[world.rank * per_rank:(world.rank + 1) * per_rank].to(world.device)
 
 
 def _wrap(module: nn.Module, world: World) -> nn.Module:
