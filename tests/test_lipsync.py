@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,18 +11,9 @@ from tha.models.errors import ThaError
 from tha.runtime.lipsync import VOWELS, analyse, analyse_wav, read_wav
 from tha.runtime.sources.animator import MOUTH_SHAPES, Animator, AnimatorSettings
 from tha.models.pose import index_of
+from wav import RATE, write_wav
 
-RATE = 16000
 FPS = 25.0
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def vowel(formants: tuple[float, float], seconds: float, f0: float = 140.0) -> np.ndarray:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,9 @@ import pytest
 from PIL import Image
 
 from tha.runtime.video import read_video
+from wav import RATE, write_wav
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
-RATE = 16000
 
 
 def tha(*args: str) -> subprocess.CompletedProcess:
@@ -28,13 +27,7 @@ def tone_wav(path: Path, silence: float, tone: float) -> Path:
     t = np.arange(int(tone * RATE)) / RATE
     voiced = 0.3 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
     quiet = np.zeros(int(silence * RATE))
-    samples = np.concatenate([quiet, voiced, quiet])
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(RATE)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return write_wav(path, np.concatenate([quiet, voiced, quiet]))
 
 
 def test_audio_to_transparent_webm_with_lip_sync(tmp_path):
