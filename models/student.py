@@ -59,13 +59,20 @@ class SineLayer(nn.Module):
 
 
 def siren_init_(layers: list[SineLayer], omega_0: float, *, first_takes_coordinates: bool) -> None:
-    """SIREN initialisation (Sitzmann et al.): a layer fed raw coordinates gets U(-1/n, 1/n),
-    every other U(-sqrt(6/n)/omega_0, +sqrt(6/n)/omega_0)."""
+    """SIREN initialisation (Sitzmann et al.): every layer U(-sqrt(6/n)/omega_0, +sqrt(6/n)/omega_0)
+    but the first, fed x, y then the pose. Its pose columns get U(-1/n, 1/n); its x, y columns
+    get U(-1/2, 1/2), the bound of a SIREN over the two coordinates alone. With 1/n there, the
+    first layer starts nearly flat in x, y (n is ~45) and a student needs thousands of extra
+    steps before it can draw line art."""
     with torch.no_grad():
         for i, layer in enumerate(layers):
             n = layer.linear.in_channels
-            bound = 1.0 / n if (i == 0 and first_takes_coordinates) else (6.0 / n) ** 0.5 / omega_0
-            layer.linear.weight.uniform_(-bound, bound)
+            if i == 0 and first_takes_coordinates:
+                layer.linear.weight.uniform_(-1.0 / n, 1.0 / n)
+                layer.linear.weight[:, :2].uniform_(-0.5, 0.5)
+            else:
+                bound = (6.0 / n) ** 0.5 / omega_0
+                layer.linear.weight.uniform_(-bound, bound)
 
 
 class _Siren(nn.Module):

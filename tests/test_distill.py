@@ -181,34 +181,34 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
 
 
 def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, lambda00_dir, tmp_path):
-    """lambda_00 (an upstream student) as the teacher: the face loss falls within a dozen steps;
+    """lambda_00 (an upstream student) as the teacher: the face loss falls within 16 steps;
     one body step (the 512 student teacher is slow on a CPU) completes a loadable model."""
     config = _tiny(shared, tmp_path / "re", teacher=str(lambda00_dir), face_morpher_batch_size=4,
                    body_morpher_batch_size=1, snapshot_every=1000, num_sample_poses=1,
-                   face={"num_examples": 48, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
+                   face={"num_examples": 64, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
                          "resolution": 32},
                    body={"resolution": 32, "phases": [{"end": 1, "learning_rate": 1e-3, "blended": 1, "warped": 1,
                                                       "grid_change": 0, "color_change": 1}]})
     model_dir = distill(load_config(_write(tmp_path / "re.yaml", config)))
     snapshot = load_snapshot(tmp_path / "re")
     losses = np.array(snapshot["history"]["face"])[:, 1]
-    assert len(losses) == 12 and losses[-3:].mean() < 0.7 * losses[:3].mean(), losses
+    assert len(losses) == 16 and losses[-3:].mean() < 0.7 * losses[:3].mean(), losses
     assert np.isfinite(snapshot["history"]["body"][0][1])
     model = load_character_model(model_dir)
     assert model.face_morpher.config.channels == 16 and model.body_morpher.config.level_sizes == (256, 512)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: the small CPU student reaches ~20 dB on held-out poses, "
-                   "not the 25 dB the issue asks for; the body stage learns too slowly (see the issue note)")
 def test_rig_distillation_converges(shared, tmp_path):
-    """A CPU run of a few minutes: held-out PSNR rises by >= 10 dB and ends >= 25 dB, measured
-    by the run itself and again here on the saved 512x512 model against the rig teacher."""
+    """A CPU run of a few minutes: held-out PSNR of the whole student rises by >= 10 dB from
+    the student as initialised and ends >= 25 dB, measured by the run itself and again here on
+    the saved 512x512 model against the rig teacher."""
     root = Path(__file__).resolve().parents[1]
     config = load_config(root / "configs/distill_test.yaml", [f"prefix={tmp_path / 'conv'}"])
     model_dir = distill(config)
-    curve = load_snapshot(tmp_path / "conv")["psnr"]["body"]
-    assert curve[-1][1] >= 25.0 and curve[-1][1] - curve[0][1] >= 10.0, curve
+    curves = load_snapshot(tmp_path / "conv")["psnr"]
+    start, end = curves["start"][0][1], curves["body"][-1][1]
+    assert end >= 25.0 and end - start >= 10.0, curves
 
     model = load_character_model(model_dir)
     image = load_image_tensor(shared / "tha4-data/images/lambda_00.png")[None]

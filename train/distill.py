@@ -63,7 +63,11 @@ def body_config(config: DistillConfig, resolution: int = 512) -> BodyMorpherConf
 
 
 def _shrink(x: Tensor | None, size: int) -> Tensor | None:
-    return x if x is None or x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
+    if x is None or x.shape[-1] == size:
+        return x
+    if x.shape[-1] % size == 0:  # the same area average, and faster than interpolate's
+        return F.avg_pool2d(x, x.shape[-1] // size)
+    return F.interpolate(x, size=(size, size), mode="area")
 
 
 def _gather(x: Tensor | None, pixels: Tensor | None) -> Tensor | None:
@@ -117,9 +121,10 @@ class Distiller:
                                           torch.Generator().manual_seed(HELD_OUT_SEED)).to(world.device)
         self.face = FaceMorpher(face_config(config, config.face.resolution)).to(world.device)
         self.body = BodyMorpher(body_config(config, config.body.resolution)).to(world.device)
-        # per stage: [examples, loss] after every step, [examples, held-out PSNR] at every sample
+        # per stage: [examples, loss] after every step, [examples, held-out PSNR] at every sample;
+        # psnr["start"]: the whole student as initialised, before any training
         self.history: dict[str, list[list[float]]] = {name: [] for name in STAGES}
-        self.psnr: dict[str, list[list[float]]] = {name: [] for name in STAGES}
+        self.psnr: dict[str, list[list[float]]] = {name: [] for name in (*STAGES, "start")}
         self.warned_missing = False
 
     # --- teacher calls ---------------------------------------------------------------
@@ -217,6 +222,8 @@ class Distiller:
             self.body.load_state_dict(snapshot["body_morpher"])
             self.history, self.psnr = snapshot["history"], snapshot["psnr"]
         writer = self._writer()
+        if snapshot is None:
+            self._record_start()
         for stage in self.stages()[start:]:
             resumed = snapshot if snapshot and snapshot["stage"] == stage.name else None
             self.train_stage(stage, resumed, writer)
@@ -230,6 +237,19 @@ class Distiller:
             CharacterModel(self.rgba, face.cpu(), body.cpu()).save(model_dir)
             writer.close()
         return model_dir
+
+    @torch.no_grad()
+    def _record_start(self) -> None:
+        """Held-out PSNR of the whole student as its stages will initialise it: where the
+        learning curve starts."""
+        if not self.world.main:
+            return
+        face_stage, body_stage = self.stages()
+        self.face.load_state_dict(fresh_module(face_stage).state_dict())
+        self.body.load_state_dict(fresh_module(body_stage).state_dict())
+        value = psnr(*self.evaluate_body(self.body, self.held_out))
+        self.psnr["start"] = [[0.0, value]]
+        tqdm.write(f"student as initialised: held-out PSNR {value:.2f} dB")
 
     def _start(self, resume: bool) -> dict | None:
         snapshot = load_snapshot(self.output)
@@ -254,10 +274,8 @@ class Distiller:
 
     def train_stage(self, stage: Stage, snapshot: dict | None, writer) -> None:
         world, config = self.world, self.config
-        if snapshot is None:  # fresh stage: seeded init; its first snapshot marks the start
-            torch.manual_seed(stage.seed_1)
-            fresh = type(stage.module)(stage.module.config).to(world.device)
-            stage.module.load_state_dict(fresh.state_dict())
+        if snapshot is None:  # fresh stage; its first snapshot marks the start
+            stage.module.load_state_dict(fresh_module(stage).state_dict())
         module = _wrap(stage.module, world)
         optimizer = torch.optim.Adam(module.parameters(), lr=stage.learning_rate(0), betas=(0.9, 0.999))
         generator = torch.Generator().manual_seed(stage.seed_0)
@@ -353,6 +371,19 @@ def stage_pixels(stage: Stage, generator: torch.Generator, global_batch: int, wo
     pixels = torch.randint(stage.resolution ** 2, (global_batch, stage.pixels_per_example), generator=generator)
     per_rank = global_batch // world.size
     return pixels[world.rank * per_rank:(world.rank + 1) * per_rank].to(world.device)
+
+
+def fresh_module(stage: Stage) -> nn.Module:
+    """The stage's module as training starts it, seeded by the stage's second seed. The body's
+    output layer is zeroed: it starts as the unposed image (no warp, no blend) and learns the
+    change, instead of first unlearning a random warp."""
+    torch.manual_seed(stage.seed_1)
+    module = type(stage.module)(stage.module.config).to(next(stage.module.parameters()).device)
+    if isinstance(module, BodyMorpher):
+        with torch.no_grad():
+            module.last_linear.weight.zero_()
+            module.last_linear.bias.zero_()
+    return module
 
 
 def _wrap(module: nn.Module, world: World) -> nn.Module:
