@@ -199,6 +199,33 @@ def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, la
 
 
 @pytest.mark.slow
+def test_distilling_from_an_upstream_teacher_directory(shared, tmp_path):
+    """The five-network THA4 teacher (the SPEC's deterministic weights, written as upstream's
+    .pt files) drives both stages: its warped image and grid change reach the body losses,
+    and the run ends in a loadable model."""
+    import warnings
+
+    from tha.models.teacher import NETWORKS, deterministic_state_dict, load_manifest, write_teacher_directory
+
+    manifest = load_manifest(shared / "conformance/teacher_state_dict_manifest.json")
+    teacher = write_teacher_directory(tmp_path / "teacher",
+                                      {name: deterministic_state_dict(name, manifest[name]) for name in NETWORKS})
+    config = _tiny(shared, tmp_path / "up", teacher=str(teacher), face_morpher_batch_size=2,
+                   body_morpher_batch_size=1, snapshot_every=1000, num_sample_poses=1,
+                   face={"num_examples": 4, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
+                         "resolution": 32},
+                   body={"resolution": 32, "phases": [{"end": 1, "learning_rate": 1e-3, "blended": 1, "warped": 1,
+                                                      "grid_change": 1, "color_change": 1}]})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*gives no warped image")
+        model_dir = distill(load_config(_write(tmp_path / "up.yaml", config)))
+    history = load_snapshot(tmp_path / "up")["history"]
+    assert len(history["face"]) == 2 and len(history["body"]) == 1
+    assert np.isfinite(np.array(history["face"] + history["body"])).all()
+    assert load_character_model(model_dir).body_morpher.config.level_sizes == (256, 512)
+
+
+@pytest.mark.slow
 def test_rig_distillation_converges(shared, tmp_path):
     """A CPU run of a few minutes: held-out PSNR of the whole student rises by >= 10 dB from
     the student as initialised and ends >= 25 dB, measured by the run itself and again here on
