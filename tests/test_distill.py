@@ -55,6 +55,16 @@ def _tiny(shared: Path, prefix: Path, **extra) -> dict:
     return config
 
 
+def _one_body_step(shared: Path, prefix: Path, teacher: Path, face_examples: int, face_batch: int) -> dict:
+    """For teachers that are slow on a CPU: a short face stage at 32 px, then one body step."""
+    return _tiny(shared, prefix, teacher=str(teacher), face_morpher_batch_size=face_batch,
+                 body_morpher_batch_size=1, snapshot_every=1000, num_sample_poses=1,
+                 face={"num_examples": face_examples, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
+                       "resolution": 32},
+                 body={"resolution": 32, "phases": [{"end": 1, "learning_rate": 1e-3, "blended": 1, "warped": 1,
+                                                    "grid_change": 1, "color_change": 1}]})
+
+
 def _write(path: Path, config: dict) -> Path:
     path.write_text(yaml.safe_dump(config))
     return path
@@ -183,12 +193,7 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
 def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, lambda00_dir, tmp_path):
     """lambda_00 (an upstream student) as the teacher: the face loss falls within 16 steps;
     one body step (the 512 student teacher is slow on a CPU) completes a loadable model."""
-    config = _tiny(shared, tmp_path / "re", teacher=str(lambda00_dir), face_morpher_batch_size=4,
-                   body_morpher_batch_size=1, snapshot_every=1000, num_sample_poses=1,
-                   face={"num_examples": 64, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
-                         "resolution": 32},
-                   body={"resolution": 32, "phases": [{"end": 1, "learning_rate": 1e-3, "blended": 1, "warped": 1,
-                                                      "grid_change": 0, "color_change": 1}]})
+    config = _one_body_step(shared, tmp_path / "re", lambda00_dir, face_examples=64, face_batch=4)
     model_dir = distill(load_config(_write(tmp_path / "re.yaml", config)))
     snapshot = load_snapshot(tmp_path / "re")
     losses = np.array(snapshot["history"]["face"])[:, 1]
@@ -210,12 +215,7 @@ def test_distilling_from_an_upstream_teacher_directory(shared, tmp_path):
     manifest = load_manifest(shared / "conformance/teacher_state_dict_manifest.json")
     teacher = write_teacher_directory(tmp_path / "teacher",
                                       {name: deterministic_state_dict(name, manifest[name]) for name in NETWORKS})
-    config = _tiny(shared, tmp_path / "up", teacher=str(teacher), face_morpher_batch_size=2,
-                   body_morpher_batch_size=1, snapshot_every=1000, num_sample_poses=1,
-                   face={"num_examples": 4, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [],
-                         "resolution": 32},
-                   body={"resolution": 32, "phases": [{"end": 1, "learning_rate": 1e-3, "blended": 1, "warped": 1,
-                                                      "grid_change": 1, "color_change": 1}]})
+    config = _one_body_step(shared, tmp_path / "up", teacher, face_examples=4, face_batch=2)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*gives no warped image")
         model_dir = distill(load_config(_write(tmp_path / "up.yaml", config)))
