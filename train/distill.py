@@ -152,8 +152,10 @@ class Distiller:
         target = lambda x: _gather(cast(x), pixels)  # noqa: E731
         inputs = (cast(t.input_image), pose) if pixels is None else \
             (cast(t.input_image), pose, self._coords(size, pixels))
-        return inputs, {"image": target(t.image), "warped": target(t.warped_image),
-                        "grid_change": target(t.grid_change)}
+        image = target(t.image)
+        # a pure-warp teacher (the rig) returns one tensor as both: shrink it once
+        warped = image if t.warped_image is t.image else target(t.warped_image)
+        return inputs, {"image": image, "warped": warped, "grid_change": target(t.grid_change)}
 
     # --- losses -----------------------------------------------------------------------
     def face_loss(self, out: Tensor, t: dict[str, Tensor], examples: int):
