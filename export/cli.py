@@ -17,15 +17,28 @@ def export(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory (default: MODEL_DIR/export)."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="Export the teacher in this directory instead."),
     verify_poses: int = typer.Option(8, "--verify-poses", min=0, help="Random poses for the self-check (0: skip)."),
+    web: Optional[Path] = typer.Option(None, "--web", help="Write a static web page that poses the student here."),
 ) -> None:
     """Export a student to static ONNX graphs (and TensorRT engines), then check them against PyTorch."""
+    if web is not None:
+        if model_dir is None:
+            raise ThaError("give a character model directory: `tha export MODEL_DIR --web OUT`")
+        from tha.export.web import export_web
+
+        export_web(model_dir, web)
+        print(f"wrote the web page to {web}; serve it with `tha serve-web {web}`")
+        if not onnx and not trt:
+            return
     if not onnx and not trt:
-        raise ThaError("nothing to export: pass --onnx (and optionally --fp16, --trt)")
+        raise ThaError("nothing to export: pass --onnx (and optionally --fp16, --trt) or --web OUT")
     if teacher is not None:
         try:
             from tha.export.teacher_onnx import export_teacher_onnx
         except ImportError:
             raise ThaError("teacher export is not available in this installation (no tha.export.teacher_onnx)") from None
+        from tha.models.files import check_output_dir
+
+        check_output_dir(out or teacher / "export", "-o")
         path = export_teacher_onnx(teacher, out or teacher / "export")
         print(f"wrote {path}")
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ from tqdm import tqdm
 from tha.export.fp16 import gemms_to_fp16
 from tha.export.onnx_graphs import GRAPHS, OPSET, export_graph, graph_file, graph_specs
 from tha.export.verify import Parity, random_poses, torch_reference, verify_graphs
-from tha.models.character import CharacterModel, load_character_model, model_paths
+from tha.models.character import MODEL_FILE, CharacterModel, load_character_model, model_paths
 from tha.models.errors import ThaError
-from tha.models.files import atomic_write_bytes, atomic_write_text
+from tha.models.files import atomic_directory, atomic_write_bytes, atomic_write_text, check_output_dir
+from tha.models.limits import parse_json
 
 EXPORT_FILE = "export.json"
 
@@ -55,32 +57,50 @@ def write_fp16(src: Path, dst: Path) -> Path:
     return dst
 
 
+def check_export_target(model_dir: Path, out_dir: Path) -> None:
+    """Refuse, before any work, an output that is not ours to replace: a file, a folder that
+    holds something other than an export, or another model's ``export`` folder (its backends
+    would load these graphs and draw the wrong character)."""
+    check_output_dir(out_dir, "-o")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_FILE).is_file():
+        raise ThaError(f"-o {out_dir} is a folder that is not an export (no {EXPORT_FILE}); give a new or "
+                       "empty folder, so nothing in it is replaced")
+    owner = out_dir.parent
+    if out_dir.name == "export" and (owner / MODEL_FILE).is_file() and owner.resolve() != model_dir.resolve():
+        raise ThaError(f"-o {out_dir} is where the model {owner} keeps its own graphs; export {model_dir} "
+                       f"to {model_dir / 'export'} or another folder")
+
+
 def export_student(model_dir: Path, out_dir: Path, options: ExportOptions) -> ExportResult:
-    """Export every graph, write export.json, verify; raise ThaError past the bounds."""
+    """Export every graph, write export.json, verify; raise ThaError past the bounds.
+
+    Everything is written into a temporary folder beside ``out_dir`` that takes its place only
+    when complete: a killed export leaves the old export (or none), never a mixture."""
     sources = model_paths(model_dir)
+    check_export_target(model_dir, out_dir)
     if options.trt:
         from tha.export.trt_engine import require_tensorrt
 
         require_tensorrt()
     model = load_character_model(model_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(out_dir)
-    specs = graph_specs(model)
-    steps = tqdm(GRAPHS, desc="export", unit="graph")
-    for name in steps:
-        steps.set_postfix_str(name)
-        path = export_graph(specs[name], out_dir / graph_file(name, False))
-        result.files.append(path)
-        if options.fp16:
-            result.files.append(write_fp16(path, out_dir / graph_file(name, True)))
-    if options.trt:
-        from tha.export.trt_engine import build_engines
+    with atomic_directory(out_dir) as work:
+        result = ExportResult(work)
+        specs = graph_specs(model)
+        steps = tqdm(GRAPHS, desc="export", unit="graph")
+        for name in steps:
+            steps.set_postfix_str(name)
+            path = export_graph(specs[name], work / graph_file(name, False))
+            result.files.append(path)
+            if options.fp16:
+                result.files.append(write_fp16(path, work / graph_file(name, True)))
+        if options.trt:
+            from tha.export.trt_engine import build_engines
 
-        result.files += build_engines(result.files, options.fp16)
-    if options.verify_poses:
-        result.parity = verify(model, out_dir, options)
-    write_manifest(result, sources, options)
-    return result
+            result.files += build_engines(result.files, options.fp16)
+        if options.verify_poses:
+            result.parity = verify(model, work, options)
+        write_manifest(result, sources, options)
+    return ExportResult(out_dir, [out_dir / p.name for p in result.files], result.parity)
 
 
 def verify(model: CharacterModel, out_dir: Path, options: ExportOptions) -> list[Parity]:
@@ -112,11 +132,38 @@ def write_manifest(result: ExportResult, sources: dict[str, Path], options: Expo
 def read_manifest(out_dir: Path) -> dict:
     path = out_dir / EXPORT_FILE
     try:
-        return json.loads(path.read_text())
+        manifest = parse_json(path.read_bytes(), str(path))
     except FileNotFoundError:
         raise ThaError(f"{out_dir} has no {EXPORT_FILE}; run `tha export MODEL_DIR --onnx -o {out_dir}`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except ThaError:
         raise ThaError(f"{path} is not valid JSON; re-run `tha export`") from None
+    if not isinstance(manifest, dict):
+        raise ThaError(f"{path} is not an export manifest; re-run `tha export`")
+    return manifest
+
+
+def export_problem(model_dir: Path, out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot be used for this model (None when it can): export.json must
+    record this model's files by hash, and every graph present must match its recorded hash
+    (an export of another model, or files swapped or half-written since, are caught here)."""
+    if not (out_dir / EXPORT_FILE).is_file():
+        return f"it has no {EXPORT_FILE} (an unfinished export?)"
+    manifest = read_manifest(out_dir)
+    recorded = manifest.get("source") if isinstance(manifest.get("source"), dict) else {}
+    for key, path in model_paths(model_dir).items():
+        entry = recorded.get(key)
+        if not isinstance(entry, dict) or entry.get("sha256") != sha256_file(path):
+            return f"it was exported from another {path.name} (its {EXPORT_FILE} records a different file)"
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    for name in (graph_file(g, False) for g in GRAPHS):
+        if name not in files:
+            return f"its {EXPORT_FILE} does not list {name}"
+    for name, digest in files.items():
+        path = out_dir / str(name)
+        if (path.exists() or name in (graph_file(g, False) for g in GRAPHS)) and \
+                (not path.is_file() or sha256_file(path) != digest):
+            return f"{name} does not match its hash in {EXPORT_FILE} (changed or half-written since)"
+    return None
 
 
 def cached_export_dir(model_dir: Path) -> Path:
@@ -133,9 +180,18 @@ def cached_export_dir(model_dir: Path) -> Path:
 
 
 def ensure_exported(model_dir: Path) -> Path:
-    """The directory of this student's fp32 graphs, exporting them once (unverified) if needed."""
+    """The directory of this student's fp32 graphs, verified to be this model's, exporting them
+    once (unverified against PyTorch) into the cache if needed. A model's own ``export``
+    folder that does not match is an error, never used: it would draw another character."""
     out_dir = cached_export_dir(model_dir)
-    if not all((out_dir / graph_file(g, False)).is_file() for g in GRAPHS) or not (out_dir / EXPORT_FILE).is_file():
-        print(f"exporting {model_dir} to {out_dir} (once; `tha export` does this explicitly)")
-        export_student(model_dir, out_dir, ExportOptions(verify_poses=0))
+    problem = export_problem(model_dir, out_dir) if out_dir.is_dir() else "it does not exist"
+    if problem is None:
+        return out_dir
+    if out_dir == model_dir / "export":
+        raise ThaError(f"{out_dir} does not belong to {model_dir}: {problem}; re-export with "
+                       f"`tha export {model_dir} --onnx`")
+    if out_dir.is_dir():
+        shutil.rmtree(out_dir)  # our own cache, keyed by the weights' hash, and not usable
+    print(f"exporting {model_dir} to {out_dir} (once; `tha export` does this explicitly)")
+    export_student(model_dir, out_dir, ExportOptions(verify_poses=0))
     return out_dir

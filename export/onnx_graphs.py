@@ -13,7 +13,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 
 from tha.export.folded import FoldedBody, FoldedFace, FusedStudent
@@ -58,10 +60,50 @@ def trace(spec: GraphSpec) -> onnx.ModelProto:
     return onnx.load_from_string(buf.getvalue())
 
 
+def _picks_batch_zero(node: onnx.NodeProto, consts: dict, shapes: dict) -> bool:
+    """Gather(axis 0, scalar index 0) on a tensor whose first dimension is 1."""
+    if node.op_type != "Gather" or node.input[1] not in consts:
+        return False
+    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+    index = onnx.numpy_helper.to_array(consts[node.input[1]])
+    return axis == 0 and index.shape == () and int(index) == 0 and shapes.get(node.input[0], [0])[:1] == [1]
+
+
+def squeeze_batch_gathers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``x[0]`` on a batch-1 tensor traces to Gather(index 0), which ONNX Runtime runs as a full
+    copy (~10% of a CPU frame); Squeeze of axis 0 is the same value and costs nothing."""
+    graph = proto.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+    consts = {t.name: t for t in graph.initializer}
+    consts.update({n.output[0]: n.attribute[0].t for n in graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    axes = "squeeze_axis_0"
+    picks = [n for n in graph.node if _picks_batch_zero(n, consts, shapes)]
+    for node in picks:
+        node.op_type, node.input[1] = "Squeeze", axes
+        del node.attribute[:]
+    if picks:
+        graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(1, dtype=np.int64), axes))
+        _drop_unused_constants(graph)
+    return proto
+
+
+def _drop_unused_constants(graph: onnx.GraphProto) -> None:
+    """Constants nothing reads any more (runtimes warn about each one)."""
+    used = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+    kept = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    kept_inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+
+
 def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     import onnxslim
 
-    return onnxslim.slim(proto)
+    return squeeze_batch_gathers(onnxslim.slim(proto))
 
 
 def export_graph(spec: GraphSpec, path: Path) -> Path:

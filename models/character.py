@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -62,12 +63,17 @@ def model_paths(directory: str | Path) -> dict[str, Path]:
         raise ThaError(f"{directory} is not a character model: no {MODEL_FILE} in it")
     try:
         conf = OmegaConf.to_container(OmegaConf.load(yaml_path))
-    except (OmegaConfBaseException, ValueError, OSError) as err:
-        raise ThaError(f"{yaml_path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ThaError(f"{yaml_path} is not valid YAML ({reason}); it needs the keys {', '.join(KEYS)}, "
+                       "one `key: file name` per line") from None
     if not isinstance(conf, dict) or any(k not in conf for k in KEYS):
         missing = [k for k in KEYS if not isinstance(conf, dict) or k not in conf]
         raise ThaError(f"{yaml_path} lacks {', '.join(missing)}; it needs the keys {', '.join(KEYS)}")
-    paths = {k: yaml_path.parent / str(conf[k]) for k in KEYS}
+    bad = [k for k in KEYS if not isinstance(conf[k], str) or not conf[k]]
+    if bad:
+        raise ThaError(f"{yaml_path}: {', '.join(bad)} must be a file name, e.g. {bad[0]}: character.png")
+    paths = {k: yaml_path.parent / conf[k] for k in KEYS}
     for key, path in paths.items():
         if not path.is_file():
             raise ThaError(f"{yaml_path}: {key} points at {path}, which does not exist")

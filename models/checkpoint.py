@@ -12,6 +12,8 @@ from torch import nn
 
 from tha.models.errors import ThaError
 from tha.models.files import atomic_path
+from tha.models.limits import MAX_BODY_LEVELS, MAX_STUDENT_CHANNELS, MAX_STUDENT_LAYERS
+from tha.models.pose import POSE_SIZE
 from tha.models.student import BodyMorpherConfig, FaceMorpherConfig
 
 
@@ -63,10 +65,35 @@ def save_state_dict(module: nn.Module, path: str | Path) -> None:
 
 
 def _weight(state: Mapping[str, torch.Tensor], key: str, path: Path) -> torch.Tensor:
+    """A 1x1 convolution weight (out, in, 1, 1), its widths checked before any network is
+    built from them: a crafted file declaring 0 or 200000 channels is refused, not allocated."""
     if key not in state:
         raise ThaError(f"{path} does not fit a student network: missing key {key}; "
                        "is this the right file for this network?")
-    return state[key]
+    weight = state[key]
+    if weight.dim() != 4 or tuple(weight.shape[2:]) != (1, 1):
+        raise ThaError(f"{path}: {key} has shape {tuple(weight.shape)}, not (out, in, 1, 1); "
+                       "is this the right file for this network?")
+    for width in weight.shape[:2]:
+        if not 1 <= width <= MAX_STUDENT_CHANNELS:
+            raise ThaError(f"{path}: {key} has shape {tuple(weight.shape)}, a width outside "
+                           f"[1, {MAX_STUDENT_CHANNELS}]; the file is damaged or not a student network")
+    return weight
+
+
+def _pose_size(weight: torch.Tensor, key: str, path: Path, allowed: range) -> int:
+    size = weight.shape[1] - 2  # x, y, then the pose
+    if size not in allowed:
+        raise ThaError(f"{path}: {key} takes {size} pose values; a student takes "
+                       f"{allowed.start}-{allowed.stop - 1}, is this the right file for this network?")
+    return size
+
+
+def _depth(count: int, limit: int, what: str, path: Path) -> int:
+    if not 1 <= count <= limit:
+        raise ThaError(f"{path} has {count} {what}, outside [1, {limit}]; the file is damaged "
+                       "or not a student network")
+    return count
 
 
 def face_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> FaceMorpherConfig:
@@ -74,8 +101,14 @@ def face_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> Fac
     layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"siren\.sine_layers\.(\d+)\.", k))})
     first = _weight(state, "siren.sine_layers.0.linear.weight", path)
     last = _weight(state, "siren.last_linear.weight", path)
-    return FaceMorpherConfig(pose_size=first.shape[1] - 2, channels=first.shape[0],
-                             num_sine_layers=max(len(layers), 1), out_channels=last.shape[0])
+    config = FaceMorpherConfig(pose_size=_pose_size(first, "siren.sine_layers.0.linear.weight", path,
+                                                    range(1, POSE_SIZE + 1)),
+                               channels=first.shape[0],
+                               num_sine_layers=_depth(max(len(layers), 1), MAX_STUDENT_LAYERS, "sine layers", path),
+                               out_channels=last.shape[0])
+    widths = [config.pose_size + 2] + [config.channels] * config.num_sine_layers + [config.out_channels]
+    _check_size(state, _convs(widths), path)
+    return config
 
 
 def body_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> BodyMorpherConfig:
@@ -83,9 +116,33 @@ def body_config_from_state(state: Mapping[str, torch.Tensor], path: Path) -> Bod
     levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"siren_layers\.(\d+)\.0\.", k))})
     if not levels:
         _weight(state, "siren_layers.0.0.linear.weight", path)
+    _depth(len(levels), MAX_BODY_LEVELS, "levels", path)
     depth = len({int(m.group(1)) for k in state if (m := re.match(r"siren_layers\.0\.(\d+)\.", k))})
+    _depth(depth, MAX_STUDENT_LAYERS, "sine layers per level", path)
     widths = tuple(_weight(state, f"siren_layers.{i}.0.linear.weight", path).shape[0] for i in levels)
     first = state["siren_layers.0.0.linear.weight"]
     sizes = tuple(512 >> (len(levels) - 1 - i) for i in range(len(levels)))
-    return BodyMorpherConfig(pose_size=first.shape[1] - 2, level_sizes=sizes, level_channels=widths,
-                             sine_layers_per_level=depth)
+    config = BodyMorpherConfig(pose_size=_pose_size(first, "siren_layers.0.0.linear.weight", path,
+                                                    range(POSE_SIZE, POSE_SIZE + 1)),
+                               level_sizes=sizes, level_channels=widths, sine_layers_per_level=depth)
+    count = config.level_channels[-1] * (config.image_channels + 3) + config.image_channels + 3
+    for level, width in enumerate(widths):
+        out = widths[level + 1] if level + 1 < len(widths) else width
+        count += _convs([config.pose_size + 2 + (0 if level == 0 else width)] + [width] * (depth - 1) + [out])
+    _check_size(state, count, path)
+    return config
+
+
+def _convs(widths: list[int]) -> int:
+    """Parameters of a chain of 1x1 convolutions with biases."""
+    return sum(i * o + o for i, o in zip(widths, widths[1:]))
+
+
+def _check_size(state: Mapping[str, torch.Tensor], count: int, path: Path) -> None:
+    """A state dict that fits holds exactly as many values as the network its shapes describe.
+    One describing far more (a crafted width) is refused before that network is allocated; a
+    few missing tensors are left to ``load_into``, which names them."""
+    held = sum(v.numel() for v in state.values())
+    if count > 2 * held + 10_000:
+        raise ThaError(f"{path}: its shapes describe a network of {count:,} values but it holds {held:,}; "
+                       "the file is damaged or not a student network")

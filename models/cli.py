@@ -33,6 +33,11 @@ def pose(
     from tha.models.errors import ThaError
     from tha.models.image import save_png, tensor_to_rgba
 
+    from tha.models.files import check_output_path
+
+    check_output_path(output, "-o")  # before any work: a bad path costs nothing
+    if save_tensor is not None:
+        check_output_path(save_tensor, "--save-tensor")
     pose_vec = _pose_vector(set_, pose_file, strict_range)
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
     if torch_dtype is None:

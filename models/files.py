@@ -1,28 +1,124 @@
-"""Atomic file writes: a crash or kill never leaves a half-written file where a good one was."""
+"""Atomic file writes: a crash or kill never leaves a half-written file where a good one was.
+Outputs get the mode a plain ``open()`` would give them (0666 less the umask), and a path that
+cannot be written is one ThaError line, found before any work is done."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from tha.models.errors import ThaError
+
+
+def umask() -> int:
+    """The process umask, read without changing it where Linux tells it (/proc), else swapped
+    and put back (briefly wrong only for files other threads create in that instant)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_output_path(path: str | Path, what: str = "output") -> Path:
+    """Refuse, before any work, an output that is a directory, lies under a file, or sits in a
+    directory this user cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ThaError(f"{what} {path} is a directory; give a file name, e.g. {path / 'out.png'}")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ThaError(f"{what} {path} lies under {ancestor}, which is a file; choose another path")
+    _probe(ancestor, what, path)
+    return path
+
+
+def _probe(directory: Path, what: str, path: Path) -> None:
+    """Create and remove a file in ``directory``: permissions, read-only mounts and root all
+    answer the same way (os.access says yes to root even where nothing can be written)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tha-probe.", dir=directory)
+    except OSError as err:
+        raise ThaError(f"{what} {path}: cannot write in {directory} ({err.strerror}); choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
+    """As ``check_output_path`` for a directory to be (re)created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ThaError(f"{what} {path} is a file; give a directory")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ThaError(f"{what} {path} lies under {ancestor}, which is a file; choose another path")
+    _probe(ancestor, what, path)
+    return path
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ThaError(f"cannot write {path}: a file is in the way of its folder; choose another path") from None
+    except OSError as err:
+        raise ThaError(f"cannot create the folder of {path} ({err.strerror}); choose another path") from None
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = check_output_path(path)
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO: write through, never replace
+        yield path
+        return
+    _make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise ThaError(f"cannot write in {path.parent} ({err.strerror}); choose another path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes 0600
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``path``; on success it takes ``path``'s place
+    (an old ``path`` is moved aside, then removed), so readers see the old or the new whole."""
+    path = check_output_dir(path)
+    _make_parent(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -35,15 +131,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def read_json(path: str | Path, what: str):
-    """Parse a JSON file; a missing or malformed file is one ThaError line naming ``what``."""
-    import json
-
-    from tha.models.errors import ThaError
+    """Parse a JSON file within the limits (tha.models.limits); a missing, oversized or
+    malformed file is one ThaError line naming ``what``."""
+    from tha.models.limits import MAX_JSON_BYTES, parse_json
 
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ThaError(f"{what} {path} is {path.stat().st_size:,} bytes, over the limit of {MAX_JSON_BYTES:,}")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ThaError(f"{what} {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ThaError(f"{what} {path} is not valid JSON ({err})") from None
+    except OSError as err:
+        raise ThaError(f"{what} {path} cannot be read ({err.strerror})") from None
+    return parse_json(data, f"{what} {path}")

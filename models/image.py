@@ -16,6 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from tha.models.errors import ThaError
 from tha.models.files import atomic_path
+from tha.models.limits import IMAGE_LIMIT, check_image_size
 
 IMAGE_SIZE = 512
 
@@ -31,17 +32,26 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 
 
 def _open_png(source: str | Path | bytes, label: str) -> Image.Image:
+    """Open and decode a PNG, checking its declared size against the pixel limit first (the
+    header is read before any pixel is decoded)."""
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        check_image_size(*image.size, label)
+        if image.format != "PNG":
+            raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as an RGBA PNG")
         image.load()
     except FileNotFoundError:
         raise ThaError(f"image {label} does not exist") from None
+    except IsADirectoryError:
+        raise ThaError(f"image {label} is a directory; give a PNG file") from None
     except UnidentifiedImageError:
         raise ThaError(f"{label} is not an image; give a 512x512 RGBA PNG") from None
-    except (OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise ThaError(f"{label} is {IMAGE_LIMIT} ({err}); give a 512x512 RGBA PNG") from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ThaError(f"image {label} cannot be read ({err}); re-export it as a 512x512 RGBA PNG") from None
-    if image.format != "PNG":
-        raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as an RGBA PNG")
     return image
 
 
@@ -53,6 +63,9 @@ def to_rgba_array(image: Image.Image, label: str, size: int = IMAGE_SIZE) -> np.
         raise ThaError(f"{label} has no alpha channel (mode {image.mode}); the character needs a "
                        "transparent background: save it as an RGBA PNG")
     image = image.convert("RGBA")
+    if image.getextrema()[3][1] == 0:
+        raise ThaError(f"{label} is fully transparent (alpha 0 everywhere): there is no character to "
+                       "pose; save the PNG with its alpha channel intact")
     if image.size != (size, size):
         w, h = image.size
         d = min(w, h)
@@ -79,17 +92,29 @@ def load_image_tensor(source: str | Path | bytes, dtype: torch.dtype = torch.flo
     return rgba_to_tensor(load_rgba(source), dtype)
 
 
+def rgba8(image: torch.Tensor) -> torch.Tensor:
+    """(4,H,W) [-1,1] premultiplied linear -> (H,W,4) uint8 straight-alpha sRGB, in the
+    tensor's own dtype and device (also traced into the fused ONNX graph).
+
+    Colour is un-premultiplied only where the *written* alpha is non-zero: a pixel whose alpha
+    rounds to 0 is (0,0,0,0). Dividing by an alpha below half a step would blow noise up to
+    full colour, and which side of the rounding such a pixel lands on differs between CPUs."""
+    x = ((image + 1.0) * 0.5).clamp(0.0, 1.0)
+    alpha = x[3:4]
+    alpha8 = (alpha * 255.0).round()
+    rgb = torch.where(alpha8 > 0, x[:3] / alpha.clamp_min(1e-12), torch.zeros_like(x[:3]))
+    rgb8 = (linear_to_srgb(rgb) * 255.0).round()
+    return torch.cat([rgb8, alpha8], dim=0).to(torch.uint8).permute(1, 2, 0).contiguous()
+
+
 def tensor_to_rgba(image: torch.Tensor) -> np.ndarray:
-    """(4,H,W) or (1,4,H,W) network output -> (H,W,4) straight-alpha sRGB uint8."""
+    """(4,H,W) or (1,4,H,W) network output -> (H,W,4) straight-alpha sRGB uint8 (float64 on
+    the CPU)."""
     if image.dim() == 4:
         if image.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {image.shape[0]}")
         image = image[0]
-    x = ((image.detach().to("cpu", torch.float64) + 1.0) / 2.0).clamp(0.0, 1.0)
-    alpha = x[3:4]
-    rgb = torch.where(alpha > 0, x[:3] / alpha.clamp_min(1e-12), torch.zeros_like(x[:3]))
-    out = torch.cat([linear_to_srgb(rgb), alpha], dim=0)
-    return (out * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    return rgba8(image.detach().to("cpu", torch.float64)).numpy()
 
 
 def save_png(path: str | Path, rgba: np.ndarray) -> None:

@@ -176,10 +176,13 @@ def pose_from_dict(values: Mapping[str, float], *, base: np.ndarray | None = Non
     """A (45,) float32 pose from ``{name: value}``, starting from ``base`` (neutral by default)."""
     pose = neutral_pose() if base is None else np.array(base, dtype=np.float32, copy=True)
     for name, value in values.items():
+        # JSON's "0.5" and true are not numbers: taking them would hide a broken pose file.
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise ThaError(f"pose parameter '{name}' has value {value!r}; give a number, e.g. \"{name}\": 0.5")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ThaError(f"pose parameter '{name}' has value {value!r}; give a number") from None
+        except OverflowError:
+            raise ThaError(f"pose parameter '{name}' has value {value!r}; give a number in range") from None
         pose[index_of(name)] = check_value(name, number, clamp=clamp)
     return pose
 
@@ -213,7 +216,10 @@ def load_pose_file(path: str | Path, *, base: np.ndarray | None = None, clamp: b
     data = read_json(path, "pose file")
     if not isinstance(data, dict):
         raise ThaError(f"pose file {path} must hold a JSON object of name -> value, not {type(data).__name__}")
-    return pose_from_dict(data, base=base, clamp=clamp)
+    try:
+        return pose_from_dict(data, base=base, clamp=clamp)
+    except ThaError as err:
+        raise ThaError(f"pose file {path}: {err}") from None
 
 
 def save_pose_file(path: str | Path, pose: np.ndarray) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tha.export.verify import random_poses
 from tha.models.errors import ThaError
@@ -36,14 +37,43 @@ def bench_poses(frames: int, head_only: bool, seed: int = 7) -> np.ndarray:
     return poses
 
 
+def _finish(frame) -> None:
+    """A host frame is done when render returns; a GPU frame when the GPU says so (synchronise,
+    no download: the viewer takes it on the GPU)."""
+    if isinstance(frame, torch.Tensor) and frame.is_cuda:
+        torch.cuda.synchronize(frame.device)
+
+
 def time_backend(backend: Backend, poses: np.ndarray, warmup: int) -> float:
-    """Mean milliseconds per host-ready frame over ``poses`` after ``warmup`` frames."""
+    """Mean milliseconds per frame over ``poses`` after ``warmup`` frames: host frames as
+    returned, GPU frames left on the GPU with one synchronise after the last."""
+    frame = None
     for pose in poses[:warmup]:
-        backend.render(pose).host()
+        frame = backend.render(pose).rgba
+    _finish(frame)
     start = time.perf_counter()
     for pose in poses:
-        backend.render(pose).host()
+        frame = backend.render(pose).rgba
+    _finish(frame)
     return (time.perf_counter() - start) * 1000.0 / len(poses)
+
+
+def time_batch(backend: Backend, poses: np.ndarray, batch: int, repeats: int) -> float:
+    """Mean milliseconds per frame rendering ``batch`` poses per call (after one untimed call,
+    which captures the batch's graph), frames left where the backend puts them."""
+    chunk = np.resize(poses, (batch, poses.shape[1]))
+    _finish(backend.render_batch(chunk))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        frames = backend.render_batch(chunk)
+    _finish(frames)
+    return (time.perf_counter() - start) * 1000.0 / (batch * repeats)
+
+
+def split_precision(name: str) -> tuple[str, str | None]:
+    """'cuda:fp16' -> ('cuda', 'fp16'); 'torch' -> ('torch', None)."""
+    base, _, precision = name.partition(":")
+    return base, precision or None
 
 
 EXTRA_MEASURES = {
@@ -70,7 +100,8 @@ def format_table(rows: list[Row]) -> list[str]:
     lines = [f"{'backend':<24}{'ms/frame':>10}{'FPS':>8}{'x torch':>9}"]
     for r in rows:
         ratio = f"{ref / r.ms:8.2f}x" if ref else "       -"
-        lines.append(f"{r.label:<24}{r.ms:>10.1f}{r.fps:>8.2f}{ratio:>9}")
+        digits = 3 if r.ms < 10 else 1  # GPU rows are fractions of a millisecond
+        lines.append(f"{r.label:<24}{r.ms:>10.{digits}f}{r.fps:>8.2f}{ratio:>9}")
     return lines
 
 
@@ -99,8 +130,9 @@ def write_chart(rows: list[Row], path: Path, title: str) -> Path:
 
 
 def parse_backends(text: str, known: list[str]) -> list[str]:
+    """Comma-separated names, each optionally with a precision: torch-cuda,cuda:fp32,cuda:fp16."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
+    unknown = [n for n in names if split_precision(n)[0] not in known or split_precision(n)[1] not in (None, "fp16", "fp32")]
     if unknown:
         raise ThaError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not names:

@@ -1,4 +1,4 @@
-"""`tha bench` and `tha doctor`."""
+"""`tha bench`, `tha doctor` and `tha serve-web`."""
 from __future__ import annotations
 
 import os
@@ -7,11 +7,15 @@ from pathlib import Path
 
 import typer
 
+from tha.runtime.web_serve import serve_web
+
 
 def bench(
     model_dir: Path = typer.Argument(..., help="Character model directory."),
     backends: str = typer.Option("torch,fastcpu,ort,ort-fused", "--backends",
-                                 help="Comma-separated backends; torch (fp32 eager) is the reference."),
+                                 help="Comma-separated backends, cuda with a precision (cuda:fp16, cuda:fp32); "
+                                      "torch (fp32 eager, CPU) is the reference. On a GPU: torch-cuda,cuda:fp32,cuda:fp16."),
+    batch: int = typer.Option(0, "--batch", min=0, help="Also time N poses per call (render_batch) for each backend."),
     frames: int = typer.Option(5, "--frames", min=1, help="Timed frames per backend."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed frames first."),
     head_only: bool = typer.Option(False, "--head-only", help="Keep the face pose fixed (face cache hits)."),
@@ -24,16 +28,19 @@ def bench(
     from tqdm import tqdm
 
     from tha.models.character import load_character_model
-    from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, time_backend,
-                                   write_chart)
+    from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
+                                   time_backend, time_batch, write_chart)
     from tha.runtime.renderer import BACKENDS, open_backend
 
     names = parse_backends(backends, list(BACKENDS))
     poses = bench_poses(frames + warmup, head_only)
     rows: list[Row] = []
     for name in tqdm(names, desc="bench", unit="backend"):
-        with open_backend(name, load_character_model(model_dir)) as backend:
+        base, precision = split_precision(name)
+        with open_backend(base, load_character_model(model_dir), precision=precision) as backend:
             rows.append(Row(name, time_backend(backend, poses, warmup)))
+            if batch:
+                rows.append(Row(f"{name} batch {batch}", time_batch(backend, poses, batch, max(1, frames // batch))))
     for kind, wanted in (("viewer", viewer), ("puppet", puppet), ("distill", distill)):
         if wanted:
             rows += extra_rows(kind, model_dir, frames)
@@ -53,10 +60,11 @@ def doctor() -> None:
     from tha.runtime.renderer import choose_backend, probe_available
 
     for name, check in capabilities().items():
-        print(f"{'ok ' if check.ok else 'no '} {name:<12} {check.detail}")
+        print(f"{'ok ' if check.ok else 'no '} {name:<16} {check.detail}")
     print(f"--backend auto would pick: {choose_backend(probe_available())}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
     app.command("doctor")(doctor)
+    app.command("serve-web")(serve_web)

@@ -19,14 +19,17 @@ def _first_line(err: BaseException) -> str:
 
 
 def check_cuda() -> Check:
+    """What --backend cuda / torch-cuda need: a CUDA build of torch and a visible NVIDIA GPU."""
     import torch
 
     if torch.version.cuda is None:
-        return Check(False, f"torch {torch.__version__} is a CPU-only build")
+        return Check(False, f"torch {torch.__version__} is a CPU-only build; --backend cuda needs torch for CUDA "
+                            "(pytorch.org) and an NVIDIA GPU")
     if not torch.cuda.is_available():
         return Check(False, f"torch built for CUDA {torch.version.cuda}, but no GPU/driver is visible")
     major, minor = torch.cuda.get_device_capability()
-    return Check(True, f"{torch.cuda.get_device_name()} (compute {major}.{minor}), CUDA {torch.version.cuda}")
+    return Check(True, f"{torch.cuda.get_device_name()} (compute {major}.{minor}), CUDA {torch.version.cuda}: "
+                       "--backend cuda (fp16/fp32) and torch-cuda can run")
 
 
 def check_module(name: str, hint: str) -> Check:
@@ -44,7 +47,8 @@ def check_cuda_python() -> Check:
             return Check(True, f"{name} importable")
         except ImportError:
             continue
-    return Check(False, "not installed; `pip install cuda-python` (needed by the trt backend and GL interop)")
+    return Check(False, "not installed; `pip install cuda-python` (needed by the trt backend and by the viewer "
+                        "to show a GPU backend's frames through CUDA-GL interop)")
 
 
 def check_onnxruntime() -> Check:
@@ -53,6 +57,19 @@ def check_onnxruntime() -> Check:
     except ImportError as err:
         return Check(False, f"{_first_line(err)}; `pip install onnxruntime`")
     return Check(True, f"{ort.__version__}, providers: {', '.join(ort.get_available_providers())}")
+
+
+def check_onnxruntime_gpu() -> Check:
+    """ort-cuda / ort-trt need onnxruntime-gpu (its CUDA provider); no wheel of it was reachable
+    where tha is built and tested, so those backends are untested."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return Check(False, "onnxruntime missing; `pip install onnxruntime-gpu` for --backend ort-cuda/ort-trt")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return Check(True, "CUDAExecutionProvider available: --backend ort-cuda can run (untested by tha's CI)")
+    return Check(False, "no CUDAExecutionProvider: --backend ort-cuda/ort-trt need `pip install onnxruntime-gpu` "
+                        "(no wheel was reachable where tha is built and tested; untested)")
 
 
 def check_gl() -> Check:
@@ -71,9 +88,12 @@ def check_gl() -> Check:
 def capabilities() -> dict[str, Check]:
     return {
         "cuda": check_cuda(),
-        "tensorrt": check_module("tensorrt", "`pip install tensorrt` on a machine with an NVIDIA GPU"),
+        "tensorrt": check_module("tensorrt", "--backend trt needs `pip install tensorrt` and an NVIDIA GPU (no wheel "
+                                             "was reachable where tha is built and tested, so trt is untested; "
+                                             "--backend cuda needs neither)"),
         "cuda-python": check_cuda_python(),
         "onnxruntime": check_onnxruntime(),
+        "onnxruntime-gpu": check_onnxruntime_gpu(),
         "opengl": check_gl(),
         "mediapipe": check_module("mediapipe", "`pip install mediapipe==0.10.14` (webcam puppeteering)"),
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tha.models.errors import ThaError
+from tha.models.limits import FPS_RANGE, check_audio, check_range
 
 VOWELS = ("aaa", "iii", "uuu", "eee", "ooo")
 # Typical adult formants (Hz) of a, i, u, e, o.
@@ -61,6 +62,7 @@ def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
     try:
         with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(path), "rb") as f:
             width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
+            check_audio(rate, f.getnframes(), str(path))  # before reading: the header declares both
             raw = f.readframes(f.getnframes())
     except FileNotFoundError:
         raise ThaError(f"audio file {path} does not exist") from None
@@ -104,7 +106,10 @@ def smooth(levels: np.ndarray, fps: float, attack: float, release: float) -> np.
 
 def analyse(samples: np.ndarray, rate: int, fps: float,
             settings: LipSyncSettings = LipSyncSettings()) -> MouthTrack:
-    """Mouth track for ``samples`` at ``fps`` frames per second (frame i is centred on i/fps)."""
+    """Mouth track for ``samples`` at ``fps`` frames per second (frame i is centred on i/fps).
+    Rate, length and fps are checked against tha.models.limits: the work grows with all three."""
+    check_audio(rate, len(samples), "audio")
+    check_range("fps", fps, FPS_RANGE)
     count = max(1, math.ceil(len(samples) / rate * fps))
     half = max(1, int(settings.window * rate / 2))
     padded = np.pad(samples.astype(np.float64), half)

@@ -40,13 +40,15 @@ def register(app: typer.Typer) -> None:
                                             "camera (OBS) through pyvirtualcam."),
         microphone: bool = typer.Option(False, "--microphone", help="Lip-sync live from the default audio "
                                         "input (needs sounddevice)."),
+        interpolate: bool = typer.Option(True, help="Render model frames ahead and show display-rate frames "
+                                         "between them (fastcpu); --no-interpolate: newest pose, no lead."),
     ) -> None:
         """Serve the SillyTavern-extras talkinghead API (point SillyTavern's Extras URL here)."""
         from tha.models.hub import resolve_model
         from tha.runtime.server import ServeConfig, serve as run
 
         config = ServeConfig(resolve_model(model_dir), backend, device, tuple(students), _settings(animator),
-                             emotions, microphone)
+                             emotions, microphone, interpolate)
         run(config, host, port, virtual_camera)
 
     @app.command()
@@ -64,14 +66,18 @@ def register(app: typer.Typer) -> None:
         max_frames: Optional[int] = typer.Option(None, help="Stop after this many frames."),
         backend: str = typer.Option("auto", help="Inference backend."),
         device: str = typer.Option("cpu", help="Device for the torch backend."),
+        model_fps: Optional[float] = typer.Option(None, help="Run the student at about this rate and "
+                                                  "interpolate the frames between (fastcpu; faster)."),
     ) -> None:
         """Render an animated character to a video file or PNG frames (idle animation + lip sync)."""
         from tha.models.hub import resolve_model
+        from tha.models.limits import FPS_RANGE, check_range
         from tha.runtime.render_file import render_to_file
 
+        check_range("--fps", fps, FPS_RANGE)
         count = render_to_file(resolve_model(model_dir), output, audio=audio, poses=poses, fps=fps,
                                backend=backend, device=device, settings=_settings(animator), emotion=emotion,
-                               idle=idle, max_frames=max_frames)
+                               idle=idle, max_frames=max_frames, model_fps=model_fps)
         typer.echo(f"wrote {count} frames to {output}")
 
     @app.command()

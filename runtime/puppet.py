@@ -57,7 +57,9 @@ def puppet(
     video: Optional[Path] = typer.Argument(None, help="The video file, for --source video."),
     source: Puppeteer = typer.Option(Puppeteer.ifacialmocap, "--source", help="What drives the face."),
     phone: Optional[str] = typer.Option(None, "--phone", help="iFacialMocap: the phone's IP; sends it the start string."),
-    bind: str = typer.Option("0.0.0.0", "--bind", help="iFacialMocap: address to listen on."),
+    bind: str = typer.Option("0.0.0.0", "--bind", help="iFacialMocap: address to listen on. Default: all "
+                             "interfaces, so the phone can reach it; give this computer's LAN address "
+                             "to listen on one network only."),
     port: int = typer.Option(49983, "--port", help="iFacialMocap: UDP port to listen on."),
     camera: int = typer.Option(0, "--camera", help="Webcam: device index."),
     face_landmarker: Optional[Path] = typer.Option(
@@ -105,6 +107,8 @@ def puppet(
 
         run_viewer(engine, driver, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
                    title=f"tha puppet: {source.value}")
+        if offscreen:  # no overlay shows the source's counters: say them once at the end
+            print(f"{source.value}: {driver.status}")
 
 
 def register(app: typer.Typer) -> None:

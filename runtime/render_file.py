@@ -8,7 +8,6 @@ animation fills in the rest.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tha.models.errors import ThaError
+from tha.models.limits import parse_json
 from tha.models.pose import pose_from_dict
 from tha.runtime.lipsync import analyse, read_wav
 from tha.runtime.sources.animator import Animator, AnimatorSettings
@@ -35,11 +35,10 @@ def read_pose_track(path: str | Path) -> list[dict[str, float]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            values = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ThaError(f"{path}:{number} is not JSON ({err.msg}); each line is an object like "
-                           '{"head_x": 0.2}') from None
+        try:  # the JSON limits of tha.models.limits (depth, digits) apply per line
+            values = parse_json(line, f"{path}:{number}")
+        except ThaError as err:
+            raise ThaError(f"{err}; each line is an object like " '{"head_x": 0.2}') from None
         if not isinstance(values, dict):
             raise ThaError(f"{path}:{number} must be a JSON object of parameter -> value")
         pose_from_dict(values, clamp=False)  # name the bad line now, not mid-render
@@ -89,8 +88,11 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
                    poses: str | Path | None = None, fps: float = 30.0, backend: str = "auto",
                    device: str = "cpu", settings: AnimatorSettings = AnimatorSettings(),
                    emotion: str = "neutral", idle: bool = True, max_frames: int | None = None,
-                   progress: bool = True) -> int:
-    """Render and return the number of frames written."""
+                   progress: bool = True, model_fps: float | None = None) -> int:
+    """Render and return the number of frames written. With ``model_fps`` below ``fps`` the
+    student runs at about that rate and the frames between are interpolated
+    (``tha.runtime.interpolate``)."""
+    from tha.runtime.interpolate import interpolated_frames
     from tha.runtime.renderer import open_backend
 
     if (audio is None) == (poses is None):
@@ -109,11 +111,18 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
     animator.set_emotion(emotion)
     if track is not None:
         animator.speak(track, 0.0)
-    with open_backend(backend, model_dir, device) as engine, VideoWriter(output, fps=fps) as writer:
-        for i in tqdm(range(count), desc="rendering", unit="frame", disable=not progress):
+    every = max(1, round(fps / model_fps)) if model_fps else 1
+
+    def poses_in_order():
+        for i in range(count):
             if pose_track is not None:
                 animator.set_overrides(pose_track[i])
-            writer.write(np.ascontiguousarray(engine.render(animator.read(i / fps)).host()))
+            yield animator.read(i / fps)
+
+    with open_backend(backend, model_dir, device) as engine, VideoWriter(output, fps=fps) as writer:
+        frames = interpolated_frames(engine, poses_in_order(), every)
+        for rgba in tqdm(frames, total=count, desc="rendering", unit="frame", disable=not progress):
+            writer.write(rgba)
     output = Path(output)
     if sound is not None and output.suffix.lower() in AUDIO_CODECS:
         mux_audio(output, sound[0][: int(count / fps * sound[1])], sound[1])

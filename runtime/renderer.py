@@ -1,6 +1,7 @@
 """Where a pose becomes pixels: pick a backend for a character model and render frames."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Callable
@@ -10,13 +11,27 @@ from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend
 
 
-def _torch(model: CharacterModel, device: str) -> Backend:
+def _torch(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
     from tha.runtime.backends.torch import TorchBackend
 
     return TorchBackend(model, device=device)
 
 
-def _fastcpu(model: CharacterModel, device: str) -> Backend:
+def _torch_cuda(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
+    from tha.runtime.backends.cuda import require_cuda
+    from tha.runtime.backends.torch import TorchBackend
+
+    require_cuda("torch-cuda")
+    return TorchBackend(model, device="cuda")
+
+
+def _cuda(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
+    from tha.runtime.backends.cuda import CudaBackend
+
+    return CudaBackend(model, precision=precision)
+
+
+def _fastcpu(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
     from tha.runtime.backends.fastcpu import FastCPUBackend
 
     return FastCPUBackend(model)
@@ -31,7 +46,7 @@ def _export_dir(model: CharacterModel) -> Path:
 
 
 def _ort(provider: str, fused: bool = False) -> Callable[[CharacterModel, str], Backend]:
-    def make(model: CharacterModel, device: str) -> Backend:
+    def make(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
         from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 
         export_dir = _export_dir(model)
@@ -42,7 +57,7 @@ def _ort(provider: str, fused: bool = False) -> Callable[[CharacterModel, str], 
     return make
 
 
-def _trt(model: CharacterModel, device: str) -> Backend:
+def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
     from tha.runtime.backends.trt import TrtBackend
 
     export_dir = _export_dir(model)
@@ -50,9 +65,11 @@ def _trt(model: CharacterModel, device: str) -> Backend:
     return TrtBackend(model.image_tensor(), export_dir, fp16=fp16, face_pose_size=model.face_morpher.config.pose_size)
 
 
-# name -> factory(model, device).
-BACKENDS: dict[str, Callable[[CharacterModel, str], Backend]] = {
+# name -> factory(model, device, precision); precision matters to cuda (fp16 | fp32) only.
+BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch": _torch,
+    "torch-cuda": _torch_cuda,
+    "cuda": _cuda,
     "fastcpu": _fastcpu,
     "ort": _ort("cpu"),
     "ort-fused": _ort("cpu", fused=True),
@@ -61,9 +78,9 @@ BACKENDS: dict[str, Callable[[CharacterModel, str], Backend]] = {
     "trt": _trt,
 }
 
-# Fastest first. On a GPU TensorRT wins; on a CPU the folded student with in-place GEMM + sine
-# beats ONNX Runtime (whose Sin kernel is scalar) by a wide margin.
-PREFERENCE = ("trt", "ort-trt", "torch-cuda", "fastcpu")
+# Fastest first. On a GPU TensorRT wins, then the folded student as CUDA graphs; on a CPU the
+# folded student with in-place GEMM + sine beats ONNX Runtime (whose Sin kernel is scalar).
+PREFERENCE = ("trt", "ort-trt", "cuda", "torch-cuda", "fastcpu")
 
 
 def candidates(available: dict[str, bool]) -> list[str]:
@@ -75,33 +92,46 @@ def choose_backend(available: dict[str, bool]) -> str:
     return candidates(available)[0]
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or broken
+        return False
+
+
 def probe_available() -> dict[str, bool]:
-    from tha.runtime.doctor import capabilities
+    """Cheap per-backend checks for `auto` (no MediaPipe, no GL: `tha doctor` is the full story)."""
+    import torch
 
-    caps = capabilities()
-    cuda = caps["cuda"].ok
-    return {"trt": cuda and caps["tensorrt"].ok and caps["cuda-python"].ok,
-            "ort-trt": cuda and "TensorrtExecutionProvider" in caps["onnxruntime"].detail,
-            "torch-cuda": cuda, "fastcpu": True}
+    cuda = torch.cuda.is_available()
+    trt_ep = False
+    if cuda and _installed("onnxruntime"):
+        import onnxruntime
+
+        trt_ep = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
+    return {"trt": cuda and _installed("tensorrt") and (_installed("cuda.bindings") or _installed("cuda.cudart")),
+            "ort-trt": trt_ep, "cuda": cuda, "torch-cuda": cuda, "fastcpu": True}
 
 
-def open_backend(name: str, model: CharacterModel | str | Path, device: str = "cpu") -> Backend:
+def open_backend(name: str, model: CharacterModel | str | Path, device: str = "cpu",
+                 precision: str | None = None) -> Backend:
     """A ready backend by name ("auto" picks the best available and says which)."""
     if not isinstance(model, CharacterModel):
         model = load_character_model(model)
+    if precision not in (None, "fp16", "fp32"):
+        raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
     if name == "auto":
-        return _open_auto(model)
+        return _open_auto(model, precision)
     if name not in BACKENDS:
         raise ThaError(f"unknown backend '{name}'; choose one of auto, {', '.join(BACKENDS)}")
-    return BACKENDS[name](model, device)
+    return BACKENDS[name](model, device, **({"precision": precision} if precision else {}))
 
 
-def _open_auto(model: CharacterModel) -> Backend:
+def _open_auto(model: CharacterModel, precision: str | None = None) -> Backend:
     """The fastest backend that opens (a GPU backend may lack its engines); says which."""
     for name in candidates(probe_available()):
-        factory, device = (BACKENDS["torch"], "cuda") if name == "torch-cuda" else (BACKENDS[name], "cpu")
         try:
-            backend = factory(model, device)
+            backend = BACKENDS[name](model, "cpu", **({"precision": precision} if precision else {}))
         except ThaError as err:
             print(f"warning: backend {name} unavailable ({err})", file=sys.stderr)
             continue

@@ -4,13 +4,15 @@ expressions extension works unchanged, plus a few JSON endpoints of our own.
 One thread renders the animator's newest pose as fast as the backend allows (capped at the
 target FPS) and keeps the newest PNG; every ``result_feed`` client is sent that PNG at the
 target FPS, so a slow renderer re-sends its last frame instead of stalling the stream.
+With a backend that exposes its fields (fastcpu) the render thread poses ahead of the clock and
+a display thread shows frames blended between model frames (``tha.runtime.interpolate``).
+Each frame is encoded once per format (PNG level / WebP quality, chosen per feed client).
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
-import json
 import logging
 import threading
 import time
@@ -26,8 +28,10 @@ from PIL import Image
 from tha.models.character import MODEL_FILE, load_character_model, model_paths
 from tha.models.errors import ThaError
 from tha.models.image import load_rgba
+from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, parse_json
 from tha.models.pose import pose_from_dict, pose_to_dict
 from tha.runtime.emotions import load_emotions, parse_emotions
+from tha.runtime.interpolate import Timeline, can_interpolate
 from tha.runtime.lipsync import analyse, read_wav
 from tha.runtime.renderer import open_backend
 from tha.runtime.sources.animator import Animator, AnimatorSettings, settings_from_dict, settings_to_dict
@@ -35,8 +39,7 @@ from tha.runtime.sources.animator import Animator, AnimatorSettings, settings_fr
 log = logging.getLogger("tha.serve")
 
 BOUNDARY = "frame"
-MAX_JSON_BYTES = 1 << 20
-MAX_UPLOAD_BYTES = 20 << 20
+AHEAD_FRAMES = 2.0  # how many model-frame times ahead of the clock the render loop poses
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ServeConfig:
     animator: AnimatorSettings = field(default_factory=AnimatorSettings)
     emotions_file: Path | None = None
     microphone: bool = False  # live lip sync from the default audio input
+    interpolate: bool = True  # model frames rendered ahead, display-rate frames between (fastcpu)
 
 
 def encode_png(rgba: np.ndarray) -> bytes:
@@ -55,6 +59,55 @@ def encode_png(rgba: np.ndarray) -> bytes:
     # Level 1: a stream wants speed; the size barely changes on flat anime art.
     Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class FeedFormat:
+    """How result_feed encodes a frame (query parameters ``format``, ``level``, ``quality``)."""
+    kind: str = "png"  # png or webp
+    level: int = 1  # PNG zlib level 0-9: 0 = fastest, biggest
+    quality: int = 80  # WebP quality 0-100; 100 = lossless
+
+    @property
+    def mime(self) -> str:
+        return f"image/{self.kind}"
+
+
+def encode_frame(rgba: np.ndarray, fmt: FeedFormat) -> bytes:
+    if fmt.kind == "png" and fmt.level == 1:
+        return encode_png(rgba)
+    buffer = io.BytesIO()
+    image = Image.fromarray(rgba, "RGBA")
+    if fmt.kind == "png":
+        image.save(buffer, format="PNG", compress_level=fmt.level)
+    else:
+        image.save(buffer, format="WEBP", quality=fmt.quality, lossless=fmt.quality == 100, method=0)
+    return buffer.getvalue()
+
+
+class EncodedFrame:
+    """One rendered frame and its encodings, each made once however many clients want it."""
+
+    def __init__(self, rgba: np.ndarray):
+        self.rgba = rgba
+        self._encoded: dict[FeedFormat, bytes] = {}
+        self._lock = threading.Lock()
+
+    def get(self, fmt: FeedFormat) -> bytes:
+        with self._lock:
+            if fmt not in self._encoded:
+                self._encoded[fmt] = encode_frame(self.rgba, fmt)
+            return self._encoded[fmt]
+
+
+def feed_format(kind: str, level: int, quality: int) -> FeedFormat:
+    if kind not in ("png", "webp"):
+        raise ThaError(f"format={kind!r} is not supported; use format=png or format=webp")
+    if not 0 <= level <= 9:
+        raise ThaError(f"level={level} is out of range; PNG levels are 0 (fastest) to 9 (smallest)")
+    if not 0 <= quality <= 100:
+        raise ThaError(f"quality={quality} is out of range; WebP quality is 0 to 100 (100 = lossless)")
+    return FeedFormat(kind, level, quality)
 
 
 def image_key(rgba: np.ndarray) -> str:
@@ -87,7 +140,9 @@ class LiveState:
         self.model_dir = config.model_dir
         self.backend = open_backend(config.backend, config.model_dir, config.device)
         rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
-        self.latest_png = encode_png(rgba)  # the still image until the first render lands
+        self.frame = EncodedFrame(rgba)  # the still image until the first render lands
+        self.timeline = Timeline(self.backend) if config.interpolate and can_interpolate(self.backend) else None
+        self.frames_shown = 0
         self.frames_rendered = 0
         self.last_pose = self.animator.read(time.monotonic())
         self.render_seconds = 0.0
@@ -116,6 +171,8 @@ class LiveState:
             self.microphone.close()
 
     def _render_loop(self) -> None:
+        if self.config.interpolate:  # idle while the backend cannot interpolate (no timeline)
+            threading.Thread(target=self._display_loop, name="tha-display", daemon=True).start()
         while not self._stop.is_set():
             began = time.monotonic()
             if self.animating:
@@ -129,15 +186,55 @@ class LiveState:
     def _render_one(self, now: float) -> None:
         if self.microphone is not None:
             self.animator.set_mouth(self.microphone.read())
+        timeline = self.timeline
+        if timeline is not None and timeline.backend is self.backend:
+            # Render ahead: the pose of a moment two model frames from now, so the display loop
+            # always has a model frame on each side of its clock (what it adds: AHEAD_FRAMES
+            # model frames of latency to emotion/talking changes; none for the motion itself).
+            newest = timeline.newest or now
+            when = max(now + AHEAD_FRAMES * self.render_seconds, newest + 1.0 / self.animator.settings.target_fps)
+            pose = self.animator.read(when)
+            self.last_pose = pose
+            with self._backend_lock:
+                timeline.add(when, pose)
+            self.frames_rendered += 1
+            self.render_seconds = time.monotonic() - now
+            return
         pose = self.animator.read(now)
         self.last_pose = pose
         with self._backend_lock:
             rgba = self.backend.render(pose).host()
-        self.latest_png = encode_png(rgba)
+        self.show(rgba)
         self.frames_rendered += 1
         self.render_seconds = time.monotonic() - now
+
+    def _display_loop(self) -> None:
+        """Display-rate frames from the timeline the render loop fills ahead of the clock."""
+        while not self._stop.is_set():
+            began = time.monotonic()
+            timeline = self.timeline
+            if self.animating and timeline is not None:
+                # No backend lock: a blend needs only the timeline's own frames and constants,
+                # and must not wait for the model frame being rendered meanwhile.
+                try:
+                    rgba = timeline.frame_at(began)
+                    if rgba is not None and not np.array_equal(rgba, self.frame.rgba):
+                        self.show(rgba)
+                        self.frames_shown += 1
+                except Exception:  # one bad frame must not kill the stream
+                    log.exception("showing a frame failed")
+            spare = 1.0 / self.animator.settings.target_fps - (time.monotonic() - began)
+            self._stop.wait(max(spare, 0.001))
+
+    def show(self, rgba: np.ndarray) -> None:
+        self.frame = EncodedFrame(rgba)
+        self.frame.get(FeedFormat())  # the default encoding, off the event loop
         for sink in self.sinks:
             sink(rgba)
+
+    @property
+    def latest_png(self) -> bytes:
+        return self.frame.get(FeedFormat())
 
     def load_image(self, data: bytes) -> str:
         """Switch to the trained student of this image if there is one; else keep the model."""
@@ -153,6 +250,7 @@ class LiveState:
             backend = open_backend(self.config.backend, load_character_model(match), self.config.device)
             with self._backend_lock:
                 old, self.backend, self.model_dir = self.backend, backend, match
+                self.timeline = Timeline(backend) if self.config.interpolate and can_interpolate(backend) else None
             old.close()
         self.animating = True
         log.info("loaded %s", match)
@@ -179,10 +277,11 @@ async def read_json(request: Request, allow_empty: bool = True) -> Any:
     body = await read_body(request, MAX_JSON_BYTES)
     if not body.strip() and allow_empty:
         return {}
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise HTTPException(400, f"body is not valid JSON ({err})") from None
+    try:  # size, depth and digits limited before parsing (tha.models.limits); off the loop, as
+        # the depth scan of a 1 MB body takes a fifth of a second
+        return await asyncio.to_thread(parse_json, body, "body")
+    except ThaError as err:
+        raise HTTPException(400, str(err)) from None
 
 
 def create_app(state: LiveState) -> FastAPI:
@@ -252,12 +351,14 @@ def create_app(state: LiveState) -> FastAPI:
         return PlainTextResponse(f"emotion set to {used}")
 
     @app.get(f"{api}/result_feed")
-    async def result_feed():
+    async def result_feed(format: str = "png", level: int = 1, quality: int = 80):
+        fmt = feed_format(format, level, quality)
+
         async def parts():
             while True:
-                png = state.latest_png
-                yield (f"--{BOUNDARY}\r\nContent-Type: image/png\r\nContent-Length: {len(png)}\r\n\r\n"
-                       .encode() + png + b"\r\n")
+                data = await asyncio.to_thread(state.frame.get, fmt)
+                yield (f"--{BOUNDARY}\r\nContent-Type: {fmt.mime}\r\nContent-Length: {len(data)}\r\n\r\n"
+                       .encode() + data + b"\r\n")
                 await asyncio.sleep(1.0 / state.animator.settings.target_fps)
 
         return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
@@ -267,8 +368,9 @@ def create_app(state: LiveState) -> FastAPI:
         """Lip-sync to a WAV sent as the body, starting now (play the audio alongside)."""
         body = await read_body(request, MAX_UPLOAD_BYTES)
         fps = state.animator.settings.target_fps
-        samples, rate = read_wav(body)
-        track = analyse(samples, rate, fps)
+        # Off the event loop (status and the feed keep answering), bounded by the audio limits
+        # read_wav checks from the header before any analysis.
+        track = await asyncio.to_thread(lambda: analyse(*read_wav(body), fps))
         state.animator.speak(track, time.monotonic())
         return {"frames": len(track), "seconds": round(track.duration, 3)}
 
@@ -276,7 +378,8 @@ def create_app(state: LiveState) -> FastAPI:
     async def status():
         return {"model": str(state.model_dir), "backend": state.backend.name, "emotion": state.animator.emotion,
                 "talking": state.animator.talking, "animating": state.animating,
-                "frames_rendered": state.frames_rendered, "last_render_seconds": round(state.render_seconds, 4),
+                "frames_rendered": state.frames_rendered, "frames_shown": state.frames_shown,
+                "last_render_seconds": round(state.render_seconds, 4),
                 "students": sorted(str(p) for p in state.students.values()),
                 "settings": settings_to_dict(state.animator.settings)}
 

@@ -63,12 +63,24 @@ def test_face_cache_counts_and_keys_on_the_first_39_values():
 
 
 def test_auto_prefers_gpu_backends_then_fastcpu():
-    assert choose_backend({"trt": True, "ort-trt": True, "torch-cuda": True, "fastcpu": True}) == "trt"
+    assert choose_backend({"trt": True, "ort-trt": True, "cuda": True, "torch-cuda": True, "fastcpu": True}) == "trt"
     assert choose_backend({"trt": False, "ort-trt": True, "fastcpu": True}) == "ort-trt"
+    assert choose_backend({"trt": False, "cuda": True, "torch-cuda": True, "fastcpu": True}) == "cuda"
     assert choose_backend({"trt": False, "torch-cuda": True, "fastcpu": True}) == "torch-cuda"
     assert choose_backend({"fastcpu": True}) == "fastcpu"
     assert choose_backend({}) == "torch"
-    assert set(PREFERENCE) - {"torch-cuda"} <= set(BACKENDS)
+    assert set(PREFERENCE) <= set(BACKENDS)
+
+
+def test_auto_probe_is_cheap_and_matches_this_machine():
+    """`auto` checks each backend without the whole doctor (no MediaPipe import, no GLFW)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from tha.runtime.renderer import probe_available; a = probe_available(); "
+            "print(a['cuda'], 'mediapipe' in sys.modules, 'glfw' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split()
+    assert out == [str(torch.cuda.is_available()), "False", "False"]
 
 
 def test_open_backend_auto_says_what_it_picked(lambda00, capsys):
@@ -98,20 +110,29 @@ def test_missing_execution_provider_is_refused_with_a_reason():
 
 
 def test_doctor_reports_each_capability_with_a_reason():
-    from tha.runtime.doctor import capabilities
+    import onnxruntime as ort
+
+    from tha.runtime.doctor import capabilities, check_module
 
     caps = capabilities()
-    assert set(caps) == {"cuda", "tensorrt", "cuda-python", "onnxruntime", "opengl", "mediapipe"}
+    assert set(caps) == {"cuda", "tensorrt", "cuda-python", "onnxruntime", "onnxruntime-gpu", "opengl", "mediapipe"}
     assert caps["onnxruntime"].ok and "CPUExecutionProvider" in caps["onnxruntime"].detail
+    assert caps["onnxruntime-gpu"].ok == ("CUDAExecutionProvider" in ort.get_available_providers())
     assert caps["cuda"].ok == torch.cuda.is_available()
-    assert all(c.detail for c in caps.values())
+    if not caps["cuda"].ok:  # the reason names what is missing
+        assert ("CPU-only build" in caps["cuda"].detail) == (torch.version.cuda is None)
+    missing = check_module("tha_no_such_module", "`pip install it`")
+    assert not missing.ok and "ModuleNotFoundError" in missing.detail and missing.detail.endswith("`pip install it`")
 
 
 @pytest.mark.gpu
 def test_torch_cuda_frame_stays_on_device(lambda00, student_reference):
+    """fp32 without TF32 (scoped in the backend): the CPU float bound holds on the GPU too
+    (with TF32 on, the H100 gave max abs error 0.34)."""
     with open_backend("torch", lambda00, device="cuda") as backend:
         pose = student_reference["poses"][0].astype(np.float32)
         frame = backend.render(pose)
         assert frame.on_device
         got = backend.render_tensor(pose).cpu()
-    assert (got - torch.from_numpy(student_reference["blended_image"][:1])).abs().max() <= MAX_ABS
+    d = (got - torch.from_numpy(student_reference["blended_image"][:1])).abs()
+    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (float(d.max()), float(d.mean()))

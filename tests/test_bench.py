@@ -57,5 +57,8 @@ def test_missing_extra_measure_is_one_line(tmp_path, capsys, monkeypatch):
 
 def test_backend_list_is_validated():
     assert parse_backends("torch, ort", ["torch", "ort"]) == ["torch", "ort"]
+    assert parse_backends("cuda:fp32,cuda:fp16", ["cuda"]) == ["cuda:fp32", "cuda:fp16"]
+    with pytest.raises(ThaError, match="unknown backend"):
+        parse_backends("cuda:fp8", ["cuda"])
     with pytest.raises(ThaError, match="unknown backend"):
         parse_backends("torch,cuda9", ["torch", "ort"])

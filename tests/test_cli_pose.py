@@ -31,6 +31,20 @@ def premultiplied(path: Path) -> np.ndarray:
     return np.concatenate([x[..., :3] * x[..., 3:] / 255.0, x[..., 3:]], axis=-1)
 
 
+def assert_rgba_close(ours: np.ndarray, expected: np.ndarray) -> None:
+    """Alpha within one step; colour compared only where alpha > 0. Straight colour at an alpha
+    of a few steps is float noise divided by that alpha, and which side of a rounding such a
+    pixel lands on differs between CPUs: so colour weighted by alpha is bounded everywhere
+    (2 = one step of colour plus one of alpha), straight colour on 99.9% of visible pixels."""
+    ours, expected = ours.astype(int), expected.astype(int)
+    assert np.abs(ours[..., 3] - expected[..., 3]).max() <= 1
+    assert not ours[ours[..., 3] == 0].any(), "a fully transparent pixel must be written (0,0,0,0)"
+    weighted = np.abs(ours[..., :3] * ours[..., 3:] - expected[..., :3] * expected[..., 3:]) / 255.0
+    assert weighted.max() <= 2.0
+    visible = (ours[..., 3] > 0) & (expected[..., 3] > 0)
+    assert np.mean(np.abs(ours - expected)[visible][:, :3].max(-1) <= 1) >= 0.999
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
@@ -48,7 +62,7 @@ def test_pose_png_matches_reference(lambda00_dir, student_reference, tmp_path):
     assert result.returncode == 0, result.stderr
     expected = tensor_to_rgba(torch.from_numpy(student_reference["blended_image"][1]))
     ours = load_rgba(tmp_path / "out.png")
-    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
+    assert_rgba_close(ours, expected)
     raw = np.load(tmp_path / "out.npy")
     assert raw.shape == (4, 512, 512) and raw.dtype == np.float32
     assert np.abs(raw - student_reference["blended_image"][1]).max() <= 1e-3

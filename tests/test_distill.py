@@ -3,6 +3,7 @@ SIGKILL, two-process DDP, re-distilling lambda_00, and a rig-teacher run that co
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,7 +177,9 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
 
 
 def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
-    path = _write(tmp_path / "ddp.yaml", _tiny(shared, tmp_path / "ddp", face_morpher_batch_size=2, body_morpher_batch_size=2))
+    # with the example buffer: 4 examples rendered per rank per fill, each trained on twice
+    path = _write(tmp_path / "ddp.yaml", _tiny(shared, tmp_path / "ddp", face_morpher_batch_size=2, body_morpher_batch_size=2,
+                                               teacher_batch_size=4, reuse=2))
     result = _cli("distill", str(path), "--nproc", "2", timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
     snapshot = load_snapshot(tmp_path / "ddp")
@@ -248,7 +251,7 @@ def test_pixel_subsets_train_exactly_the_full_grid_pixels():
     """`pixels_per_example`: students evaluated at sampled pixel centres give the full-grid
     outputs at those pixels, so subset losses are the full-resolution losses, sampled."""
     from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
-    from tha.train.distill import _gather
+    from tha.train.buffer import gather as _gather
 
     torch.manual_seed(0)
     pose = PoseSampler().sample(2, torch.Generator().manual_seed(1))
@@ -260,3 +263,102 @@ def test_pixel_subsets_train_exactly_the_full_grid_pixels():
     image = torch.rand(1, 4, 64, 64).expand(2, -1, -1, -1) * 2 - 1
     for full, sampled in zip(body(image, pose), body(image, pose, coords)):
         torch.testing.assert_close(sampled, _gather(full, pixels), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tmp_path):
+    def run(name: str, *extra: str, **changes) -> str:
+        config = _tiny(shared, tmp_path / name)
+        config.update(changes)
+        return _one_error_line(_cli("distill", str(_write(tmp_path / f"{name}.yaml", config)), *extra))
+
+    face = _tiny(shared, tmp_path)["face"]
+    assert "negative" in run("neg", face={**face, "num_examples": -5})
+    assert "lr_drop_factor" in run("drops", face={**face, "lr_drop_at": [8, 16], "lr_drop_factor": [3.0]})
+    assert "teacher_batch_size" in run("tb", teacher_batch_size=0)
+    (tmp_path / "broken.yaml").write_text("prefix: [unclosed\nteacher: rig\n")
+    assert "not valid YAML" in _one_error_line(_cli("distill", str(tmp_path / "broken.yaml")))
+    (tmp_path / "a_file").write_text("x")
+    assert "is a file" in run("under", prefix=str(tmp_path / "a_file/run"))
+    assert "is a file" in run("isfile", prefix=str(tmp_path / "a_file"))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "not writable" in run("locked", prefix=str(locked / "run"))
+    # A snapshot cut short (a full disk, a copy interrupted): one line, and the file is kept.
+    (tmp_path / "cut").mkdir()
+    whole = tmp_path / "whole"
+    short = _tiny(shared, whole, face={**face, "num_examples": 8}, body={"resolution": 32, "phases": [
+        {"end": 4, "learning_rate": 1e-3, "blended": 1, "warped": 1, "grid_change": 1, "color_change": 1}]})
+    distill(load_config(_write(tmp_path / "whole.yaml", short)))
+    data = (whole / "snapshot.pt").read_bytes()
+    (tmp_path / "cut/snapshot.pt").write_bytes(data[:len(data) // 2])
+    line = run("cut", "--resume", prefix=str(tmp_path / "cut"))
+    assert "cannot be read" in line and (tmp_path / "cut/snapshot.pt").stat().st_size == len(data) // 2
+    assert not list(tmp_path.glob("[!wc]*/snapshot.pt"))
+
+
+def test_set_values_are_yaml_and_init_quotes_paths(shared, tmp_path):
+    path = _write(tmp_path / "c.yaml", _tiny(shared, tmp_path / "o"))
+    config = load_config(path, ["face.lr_drop_at=[10, 20]", "face.lr_drop_factor=[2.0, 4.0]", "reuse=4",
+                                "teacher_dtype=float16"])
+    assert config.face.lr_drop_at == [10, 20] and config.face.lr_drop_factor == [2.0, 4.0] and config.reuse == 4
+    # A folder name with ` #` (a YAML comment marker unquoted) and a colon survives init -> load.
+    image, mask = _images(shared)
+    odd = tmp_path / "take #2: final"
+    odd.mkdir()
+    (odd / "char.png").write_bytes(image.read_bytes())
+    (odd / "mask.png").write_bytes(mask.read_bytes())
+    result = _cli("distill", "init", str(odd / "char.png"), str(odd / "mask.png"), "-o", str(tmp_path / "run"),
+                  "--teacher", str(odd))
+    assert result.returncode == 0, result.stderr
+    loaded = load_config(tmp_path / "run/config.yaml")
+    assert loaded.character_image_file_name == str(odd / "char.png") and loaded.teacher == str(odd)
+    assert Path(loaded.character_image_file_name).is_file()
+
+
+def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
+    """teacher_batch_size 16 with reuse 2: each rendered example trains twice, a buffer spans
+    several steps, and a run stopped mid-buffer resumes to the uninterrupted run's weights."""
+    face = {"num_examples": 48, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [], "resolution": 16,
+            "pixels_per_example": 64}
+    body = _tiny(shared, tmp_path)["body"]
+    config = _tiny(shared, tmp_path / "buf", teacher_batch_size=16, reuse=2, face=face, snapshot_every=1000)
+    straight = distill(load_config(_write(tmp_path / "buf.yaml", config)))
+    printed = capsys.readouterr().out
+    for stage in ("face", "body"):  # each stage reports its rate and time left
+        assert re.search(rf"{stage} morpher: [\d.]+ examples/s, ETA [\d.]+ min", printed), printed
+    # the same run cut after 20 face examples (mid-buffer: 16 rendered, 8 steps of 4 from them)
+    cut = _tiny(shared, tmp_path / "cut", teacher_batch_size=16, reuse=2, snapshot_every=20,
+                face={**face, "num_examples": 48}, body=body)
+    path = _write(tmp_path / "cut.yaml", cut)
+    from tha.train import distill as distill_module
+
+    real = distill_module.Distiller.train_stage
+    calls = []
+
+    def stop_after_first_snapshot(self, stage, snapshot, writer):
+        original = self._snapshot
+
+        def snap(*args, **kwargs):
+            original(*args, **kwargs)
+            raise KeyboardInterrupt
+
+        self._snapshot = snap
+        calls.append(stage.name)
+        real(self, stage, snapshot, writer)
+
+    distill_module.Distiller.train_stage = stop_after_first_snapshot
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            distill(load_config(path))
+    finally:
+        distill_module.Distiller.train_stage = real
+    snapshot = load_snapshot(tmp_path / "cut")
+    assert snapshot["stage"] == "face" and snapshot["examples"] == 20 and snapshot["fill_step"] == 5
+    resumed = distill(load_config(path), resume=True)
+    a = np.array(load_snapshot(tmp_path / "buf")["history"]["face"])
+    b = np.array(load_snapshot(tmp_path / "cut")["history"]["face"])
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    ma, mb = load_character_model(resumed), load_character_model(straight)
+    for key, value in mb.face_morpher.state_dict().items():
+        torch.testing.assert_close(ma.face_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)

@@ -2,6 +2,7 @@
 fp16 PSNR, export.json, TensorRT sidecars, and bad input."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -167,8 +168,6 @@ def test_missing_and_non_student_dirs_are_refused(tmp_path):
 
 
 def test_trt_without_tensorrt_is_refused_before_any_work(lambda00_dir, tmp_path):
-    import importlib.util
-
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
     _one_line_error(run_cli("export", lambda00_dir, "--onnx", "--trt", "-o", tmp_path / "o"), "needs TensorRT")
@@ -183,7 +182,7 @@ def test_corrupt_onnx_is_refused_by_the_cli(export00, lambda00_dir, tmp_path):
     shutil.copytree(out, model / "export")
     (model / "export" / "body.onnx").write_bytes(b"\x08\x07garbage" * 100)
     proc = run_cli("bench", model, "--backends", "ort", "--frames", "1", "--chart", tmp_path / "b.png")
-    _one_line_error(proc, "body.onnx", "not a valid ONNX graph")
+    _one_line_error(proc, "body.onnx", "does not match its hash in export.json")
 
 
 # --- TensorRT sidecars (pure Python here; the engine build itself is gpu-marked) -------
@@ -232,8 +231,9 @@ def test_stale_missing_or_broken_sidecar_is_refused(tmp_path):
 # --- GPU: TensorRT engines built, run, compared, refused when stale ---------------------
 
 @pytest.mark.gpu
+# A marker, not importorskip: the export fixtures would run (minutes) before the skip.
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed")
 def test_trt_engines_build_run_and_match(export00, lambda00, random16, torch16):
-    pytest.importorskip("tensorrt")
     from tha.export.trt_engine import build_engines
     from tha.runtime.backends.trt import TrtBackend
 
@@ -253,3 +253,92 @@ def test_trt_engines_build_run_and_match(export00, lambda00, random16, torch16):
     sidecar.write_text(json.dumps({**info, "onnx_sha256": "0" * 64}))
     with pytest.raises(ThaError, match="stale"):
         TrtBackend(lambda00.image_tensor(), out, fp16=True)
+
+
+# --- an export belongs to one model, and is written whole or not at all -------------------
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
+
+
+@pytest.fixture()
+def demo_exported(tmp_path) -> Path:
+    """The small demo student copied and exported to its own export/ folder."""
+    from tha.models.character import copy_model_directory
+
+    model = copy_model_directory(DEMO, tmp_path / "demo")
+    export_student(model, model / "export", ExportOptions(verify_poses=0))
+    return model
+
+
+def test_another_models_export_is_refused_not_drawn(demo_exported, lambda00_dir, tmp_path):
+    """`tha export B -o A/export` is refused; an export that does not match A's files (here A's
+    body swapped after exporting, as a copied-in export of B looks) is an error, not B drawn."""
+    model = demo_exported
+    before = {p.name: p.read_bytes() for p in (model / "export").iterdir()}
+    _one_line_error(run_cli("export", lambda00_dir, "--onnx", "-o", model / "export"), "keeps its own graphs")
+    assert {p.name: p.read_bytes() for p in (model / "export").iterdir()} == before
+    shutil.copyfile(lambda00_dir / "body_morpher.pt", model / "body_morpher.pt")
+    proc = run_cli("bench", model, "--backends", "ort-fused", "--frames", "1", "--chart", tmp_path / "b.png")
+    _one_line_error(proc, "does not belong", "body_morpher.pt", "tha export")
+
+
+def test_graph_swapped_after_export_is_refused(demo_exported, tmp_path):
+    """A's face graph beside another export's body graph (the half-written mixture) is refused."""
+    other = tmp_path / "other"
+    export_student(DEMO, other, ExportOptions(verify_poses=0))
+    (demo_exported / "export" / "body.onnx").write_bytes((other / "body.onnx").read_bytes()[:-100])
+    proc = run_cli("bench", demo_exported, "--backends", "ort", "--frames", "1", "--chart", tmp_path / "b.png")
+    _one_line_error(proc, "body.onnx", "does not match its hash")
+
+
+def test_export_killed_half_way_leaves_the_old_export_whole(demo_exported, monkeypatch):
+    import tha.export.exporter as exporter
+
+    out = demo_exported / "export"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = exporter.export_graph
+
+    def die_on_body(spec, path):
+        if path.name.startswith("body"):
+            raise KeyboardInterrupt  # the user's Ctrl-C mid-export
+        return real(spec, path)
+
+    monkeypatch.setattr(exporter, "export_graph", die_on_body)
+    with pytest.raises(KeyboardInterrupt):
+        export_student(demo_exported, out, ExportOptions(verify_poses=0))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in demo_exported.iterdir() if p.name.startswith(".")) == []  # no leftovers
+    assert exporter.export_problem(demo_exported, out) is None
+
+
+def test_export_output_paths_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("keep me")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me too")
+    _one_line_error(run_cli("export", DEMO, "--onnx", "-o", tmp_path / "file"), "is a file")
+    _one_line_error(run_cli("export", DEMO, "--onnx", "-o", tmp_path / "file" / "x"), "which is a file")
+    _one_line_error(run_cli("export", DEMO, "--onnx", "-o", tmp_path / "mine"), "not an export")
+    assert (tmp_path / "file").read_text() == "keep me"
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_export_files_follow_the_umask(tmp_path):
+    """mkstemp/mkdtemp create 0600/0700; the finished export gets what open() would give."""
+    old = os.umask(0o027)
+    try:
+        export_student(DEMO, tmp_path / "out", ExportOptions(verify_poses=0))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {0o640}
+
+
+def test_graphs_pick_the_batch_with_squeeze_not_a_copying_gather(export00):
+    """``x[0]`` on batch-1 tensors is exported as Squeeze (free) rather than Gather (a full copy
+    in ONNX Runtime), and no constant is left unused (runtimes warn about each)."""
+    out, _ = export00
+    for name in GRAPHS:
+        graph = onnx.load(str(out / graph_file(name, False))).graph
+        assert "Gather" not in {n.op_type for n in graph.node}, name
+        used = {i for n in graph.node for i in n.input}
+        assert not [t.name for t in graph.initializer if t.name not in used], name

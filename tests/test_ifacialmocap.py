@@ -1,8 +1,14 @@
 """iFacialMocap: real v1/v2 datagrams over loopback UDP into the receiver and the ARKit converter."""
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,3 +167,51 @@ def test_calibrating_on_the_users_rest_face(receiver):
     assert not source.converter.calibrating
     settled = _perform(source, sender, rest, frames=30)
     np.testing.assert_allclose(settled, neutral_pose(), atol=0.02)
+
+
+def test_default_listens_on_all_interfaces_so_the_phone_reaches_it():
+    """The phone sends from the LAN: a loopback default would never hear it (a deliberate
+    default, documented in --help; --bind narrows it)."""
+    from tha.runtime.sources.ifacialmocap import DEFAULT_BIND
+
+    assert DEFAULT_BIND == "0.0.0.0" and IFacialMocapSource().bind == DEFAULT_BIND
+    help_text = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "puppet", "--help"],
+                               capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "all interfaces" in " ".join(help_text.split())
+
+
+def test_offscreen_puppet_reports_malformed_packets(tmp_path):
+    """A real `tha puppet --offscreen` run fed garbage and one oversized datagram over UDP
+    prints the receiver's counters when it ends (no overlay shows them)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from tha.runtime.cli import main; main()", "puppet", str(demo), "--source",
+         "ifacialmocap", "--bind", "127.0.0.1", "--port", str(port), "--offscreen", "--frames", "40",
+         "--backend", "torch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = threading.Event()
+
+    def send() -> None:  # until the run ends: it listens only once its backend is up
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            while not done.is_set():
+                sender.sendto(b"hello|world", ("127.0.0.1", port))
+                sender.sendto(b"eyeBlink_L&100|" * 1000, ("127.0.0.1", port))
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        out, err = process.communicate(timeout=300)
+    finally:
+        done.set()
+        process.kill()
+    assert process.returncode == 0, err
+    line = [l for l in out.splitlines() if l.startswith("ifacialmocap:")]
+    assert len(line) == 1, out
+    counts = re.search(r"(\d+) frames, (\d+) malformed, (\d+) oversized", line[0])
+    assert counts, line[0]
+    frames, malformed, oversized = map(int, counts.groups())
+    assert frames == 0 and malformed > 0 and oversized > 0

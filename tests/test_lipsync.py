@@ -91,3 +91,35 @@ def test_bad_audio_is_one_clear_error(tmp_path):
     (tmp_path / "fake.wav").write_bytes(b"ID3 not a wav at all")
     with pytest.raises(ThaError, match="not a PCM WAV"):
         analyse_wav(tmp_path / "fake.wav", FPS)
+
+
+def test_audio_past_the_limits_is_refused_before_analysis(tmp_path):
+    """A few KB declaring a 1 Hz rate is hours of audio (the server once spent 6 minutes on
+    one); 0 Hz divided by zero. Both, and clips over the length limit, are one ThaError naming
+    the limit, read from the header before any analysis."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tha.models.limits import AUDIO_RATE_RANGE, MAX_AUDIO_SECONDS
+
+    one_hz = write_wav(tmp_path / "1hz.wav", np.zeros(20000), rate=1)
+    zero_hz = tmp_path / "0hz.wav"
+    data = bytearray(write_wav(tmp_path / "ok.wav", np.zeros(100)).read_bytes())
+    data[24:32] = bytes(8)  # sample rate and byte rate 0: the wave module will not write this itself
+    zero_hz.write_bytes(bytes(data))
+    long = write_wav(tmp_path / "long.wav", np.zeros(int(AUDIO_RATE_RANGE[0] * (MAX_AUDIO_SECONDS + 1))),
+                     rate=AUDIO_RATE_RANGE[0])
+    for path, needle in ((one_hz, "sample rate of 1 Hz"), (zero_hz, "sample rate of 0 Hz"), (long, "over the limit")):
+        with pytest.raises(ThaError, match=needle):
+            analyse_wav(path, FPS)
+    with pytest.raises(ThaError, match="fps"):
+        analyse(np.zeros(RATE), RATE, 1e6)
+    demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo")
+    result = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "render", demo,
+                             "--audio", str(one_hz), "-o", str(tmp_path / "out.mp4")],
+                            capture_output=True, text=True, timeout=300)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert "sample rate of 1 Hz" in errors[0] and "ffmpeg" in errors[0]
+    assert not (tmp_path / "out.mp4").exists()

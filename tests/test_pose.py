@@ -65,3 +65,11 @@ def test_assignments_and_pose_files(tmp_path):
         P.parse_assignments(["head_x"])
     (tmp_path / "partial.json").write_text(json.dumps({"mouth_aaa": 0.5}))
     assert P.load_pose_file(tmp_path / "partial.json").sum() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("value", ["0.5", True, False, None, [0.5], {"v": 0.5}])
+def test_values_that_are_not_numbers_are_refused(value):
+    """JSON's "0.5" and true used to pass through float(): a broken pose file posed silently."""
+    with pytest.raises(ThaError, match="give a number"):
+        P.pose_from_dict({"head_x": value})
+    assert P.pose_from_dict({"head_x": 1, "head_y": np.float32(-0.5)})[P.index_of("head_y")] == -0.5

@@ -102,3 +102,22 @@ def test_virtual_camera_without_a_device_is_a_clear_message():
 
     with pytest.raises(ThaError, match="no virtual camera device.*(modprobe v4l2loopback|OBS)"):
         VirtualCamera()
+
+
+def test_model_fps_interpolates_between_model_frames(tmp_path):
+    """--model-fps 10 at --fps 30: frames 0 and 3 are model frames of their poses, 1 and 2 lie
+    between them (a frame the interpolator made, not a copy of either end)."""
+    track = tmp_path / "track.jsonl"
+    track.write_text("\n".join(json.dumps({"head_y": y}) for y in (0.0, 0.3, 0.6, 0.9)) + "\n")
+    plain, tweened = tmp_path / "plain", tmp_path / "tweened"
+    for out, extra in ((plain, []), (tweened, ["--model-fps", "10"])):
+        result = tha("render", str(DEMO), "--poses", str(track), "-o", str(out), "--no-idle", "--backend", "fastcpu",
+                     *extra)
+        assert result.returncode == 0, result.stderr
+    truth = [np.asarray(Image.open(p)).astype(int) for p in sorted(plain.glob("*.png"))]
+    got = [np.asarray(Image.open(p)).astype(int) for p in sorted(tweened.glob("*.png"))]
+    assert len(got) == len(truth) == 4
+    assert np.array_equal(got[0], truth[0]) and np.array_equal(got[3], truth[3])
+    for i in (1, 2):
+        assert not np.array_equal(got[i], got[0]) and not np.array_equal(got[i], got[3])
+        assert np.abs(got[i] - truth[i]).mean() < np.abs(truth[0] - truth[i]).mean()

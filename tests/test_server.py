@@ -92,10 +92,11 @@ def decode(png: bytes) -> np.ndarray:
 
 
 def fresh_frame(client) -> np.ndarray:
-    """A frame rendered after this call: wait for two new renders, then read the feed."""
+    """A frame rendered after this call: wait for four new renders (the server poses two model
+    frames ahead of the clock and shows frames between them), then read the feed."""
     rendered = client.get("/api/tha/status").json()["frames_rendered"]
     deadline = time.monotonic() + 120
-    while client.get("/api/tha/status").json()["frames_rendered"] < rendered + 2:
+    while client.get("/api/tha/status").json()["frames_rendered"] < rendered + 4:
         assert time.monotonic() < deadline, "no new frame rendered within 120 s"
         time.sleep(0.2)
     return decode(read_parts(client, 1)[0])
@@ -209,4 +210,144 @@ def test_malformed_requests_are_4xx_and_the_stream_survives(server):
         assert reply.json()["detail"]  # a reason, not a bare status
     assert cases[-1].status_code == 413
     assert decode(read_parts(client, 1)[0]).shape == (512, 512, 4)
+    assert process.poll() is None
+
+
+def wav_bytes(rate: int, frames: int, width: int = 2, declared_rate: int | None = None) -> bytes:
+    """A mono PCM WAV of ``frames`` quiet samples; ``declared_rate`` rewrites the header's rate
+    afterwards (the wave module refuses to write 0 Hz, a hostile client does not)."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(1), f.setsampwidth(width), f.setframerate(rate)
+        f.writeframes(bytes([0x80 if width == 1 else 0]) * (frames * width))
+    data = bytearray(buffer.getvalue())
+    if declared_rate is not None:
+        data[24:28] = declared_rate.to_bytes(4, "little")
+        data[28:32] = (declared_rate * width).to_bytes(4, "little")
+    return bytes(data)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4096)) + chunk(b"IEND", b""))
+
+
+def test_hostile_requests_are_refused_by_the_limits(server):
+    """Each limit of tha.models.limits, hit over HTTP: a 4xx with a reason, and the server then
+    serves status and the feed as before."""
+    client, process, _ = server
+    speak = "/api/tha/speak"
+    cases = {
+        "1 Hz WAV": (client.post(speak, content=wav_bytes(1, 20000)), "sample rate"),
+        "0 Hz WAV": (client.post(speak, content=wav_bytes(8000, 100, declared_rate=0)), "sample rate"),
+        "11 minutes": (client.post(speak, content=wav_bytes(4000, 4000 * 660, width=1)), "over the limit"),
+        "13000x13000 PNG": (client.post("/api/talkinghead/load",
+                                        files={"file": ("t.png", png_declaring(13000, 13000), "image/png")}),
+                            "pixel limit"),
+        "target_fps 1e6": (client.post("/api/talkinghead/load_animator_settings", json={"target_fps": 1e6}),
+                           "target_fps"),
+        "deep JSON": (client.post("/api/tha/pose", content="[" * 50000 + "]" * 50000,
+                                  headers=ST_JSON_HEADERS), "levels deep"),
+        "huge integer": (client.post("/api/tha/pose", content='{"head_x": ' + "9" * 5000 + "}",
+                                     headers=ST_JSON_HEADERS), "not valid JSON"),
+        "string value": (client.post("/api/tha/pose", json={"head_x": "0.5"}), "give a number"),
+        "boolean value": (client.post("/api/tha/pose", json={"head_x": True}), "give a number"),
+    }
+    for name, (reply, needle) in cases.items():
+        assert 400 <= reply.status_code < 500, (name, reply.status_code, reply.text)
+        assert needle in reply.json()["detail"], (name, reply.json())
+    status = client.get("/api/tha/status")
+    assert status.status_code == 200 and status.json()["settings"]["target_fps"] <= 240
+    assert decode(read_parts(client, 1)[0]).shape == (512, 512, 4)
+    assert process.poll() is None
+
+
+def test_status_answers_while_the_slowest_request_runs(server):
+    """The costliest request the limits allow (a WAV filling the upload limit at the highest
+    rate, analysed at the highest frame rate) runs off the event loop: status keeps answering
+    from a second real client, within a second each, until the speak reply arrives."""
+    import threading
+
+    from tha.models.limits import AUDIO_RATE_RANGE, FPS_RANGE, MAX_UPLOAD_BYTES
+
+    client, process, _ = server
+    base = str(client.base_url)
+    assert client.post("/api/talkinghead/load_animator_settings", json={"target_fps": FPS_RANGE[1]}).is_success
+    rate = AUDIO_RATE_RANGE[1]
+    body = wav_bytes(rate, MAX_UPLOAD_BYTES - 1000, width=1)
+    replies: list = []
+    sender = threading.Thread(target=lambda: replies.append(httpx.post(base + "/api/tha/speak", content=body,
+                                                                        timeout=300)))
+    latencies: list[float] = []
+    try:
+        sender.start()
+        with httpx.Client(base_url=base, timeout=30) as other:
+            while sender.is_alive():
+                start = time.monotonic()
+                assert other.get("/api/tha/status").status_code == 200
+                if sender.is_alive():
+                    latencies.append(time.monotonic() - start)
+                time.sleep(0.05)
+        sender.join()
+    finally:
+        client.post("/api/talkinghead/load_animator_settings", json={})
+    assert replies and replies[0].status_code == 200, replies
+    assert replies[0].json()["seconds"] == pytest.approx((MAX_UPLOAD_BYTES - 1000) / rate, abs=0.1)
+    print(f"\n{len(latencies)} status replies during /speak, slowest {max(latencies, default=0):.3f} s")
+    assert len(latencies) >= 5  # with the analysis on the event loop, none completes meanwhile
+    assert max(latencies) < 1.0
+    assert process.poll() is None
+
+
+def feed_parts(client, query: str, count: int) -> list[tuple[str, bytes]]:
+    """``count`` (content type, body) parts of result_feed with a query string."""
+    parts: list[tuple[str, bytes]] = []
+    buffer = b""
+    with client.stream("GET", f"/api/talkinghead/result_feed?{query}") as response:
+        assert response.status_code == 200
+        for chunk in response.iter_bytes():
+            buffer += chunk
+            while (start := buffer.find(b"--frame\r\n")) >= 0 and (end := buffer.find(b"--frame\r\n", start + 1)) >= 0:
+                head, _, body = buffer[start + len(b"--frame\r\n"): end].partition(b"\r\n\r\n")
+                headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
+                assert int(headers["Content-Length"]) == len(body) - 2
+                parts.append((headers["Content-Type"], body[:-2]))
+                buffer = buffer[end:]
+            if len(parts) >= count:
+                return parts[:count]
+    raise AssertionError("result_feed ended early")
+
+
+def test_feed_formats_and_one_encoding_per_frame(server):
+    client, process, _ = server
+    png = fresh_frame(client)
+    # Lossless WebP decodes to the same RGBA a PNG part carries (the frame may move on meanwhile:
+    # compare a WebP part with a PNG part of the same frame by asking for both back to back).
+    (kind, webp), = feed_parts(client, "format=webp&quality=100", 1)
+    assert kind == "image/webp"
+    image = Image.open(io.BytesIO(webp))
+    assert image.format == "WEBP" and image.size == (512, 512)
+    lossless = np.asarray(image.convert("RGBA"))
+    assert lossless[0, 0, 3] == 0 and lossless[256, 256, 3] == 255
+    assert np.abs(lossless.astype(int) - png.astype(int)).mean() < 8  # same character, maybe a later pose
+    (kind, lossy), = feed_parts(client, "format=webp&quality=60", 1)
+    assert kind == "image/webp" and len(lossy) < len(webp)
+    (kind, stored), = feed_parts(client, "level=0", 1)
+    stored_image = Image.open(io.BytesIO(stored))
+    assert kind == "image/png" and stored_image.format == "PNG" and stored_image.mode == "RGBA"
+    # The feed re-sends a frame it already encoded: byte-identical parts, never more distinct
+    # parts than frames rendered meanwhile (+1 for the frame showing when reading began).
+    before = client.get("/api/tha/status").json()["frames_rendered"]
+    parts = feed_parts(client, "format=webp", 12)
+    after = client.get("/api/tha/status").json()["frames_rendered"]
+    assert len({body for _, body in parts}) <= after - before + 1
+    for query, word in (("format=gif", "format"), ("level=12", "level"), ("quality=101", "quality")):
+        reply = client.get(f"/api/talkinghead/result_feed?{query}")
+        assert reply.status_code == 400 and word in reply.text, reply.text
     assert process.poll() is None

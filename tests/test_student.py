@@ -33,8 +33,18 @@ def test_every_stage_matches_upstream(reference_outputs, student_reference, stag
     assert error.mean() <= 1e-5, f"{stage}: mean abs {error.mean():.3g}"
 
 
-def test_final_image_is_the_blended_image(reference_outputs):
-    assert torch.equal(reference_outputs["image"], reference_outputs["blended_image"])
+def test_pose_returns_upstreams_composite(lambda00, student_reference):
+    """``pose()`` (what every backend draws) is upstream's final image: the composite of
+    upstream's own warped image and colour change by its alpha, not one of the layers."""
+    layers = ("blended_image", "alpha", "color_change", "warped_image")
+    ref = {k: torch.from_numpy(student_reference[k]) for k in layers}
+    ours = StudentPoser.from_model(lambda00).pose(lambda00.image_tensor()[None],
+                                                   torch.from_numpy(student_reference["poses"]))
+    composite = (1 - ref["alpha"]) * ref["warped_image"] + ref["alpha"] * ref["color_change"]
+    assert (ours - composite).abs().max() <= 1e-3
+    assert (ours - ref["blended_image"]).abs().max() <= 1e-3
+    changed = (ref["alpha"] > 0.1).expand_as(ours)  # where the colour change shows, the layers differ
+    assert changed.any() and (ours - ref["warped_image"])[changed].abs().max() > 0.05
 
 
 def test_pose_changes_the_output(reference_outputs):

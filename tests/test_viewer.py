@@ -291,16 +291,16 @@ def test_bench_reports_pbo_upload_draw(lambda00_dir, monkeypatch):
 
 @pytest.mark.gpu
 def test_cuda_frames_reach_gl_through_interop(lambda00, monkeypatch):
-    """A CUDA frame goes into the texture via cuda-python interop and draws exactly like the
-    same frame uploaded from the host."""
+    """A CUDA frame (the cuda backend's, from its graph's static buffer) goes into the texture via
+    cuda-python interop and draws exactly like the same frame uploaded from the host."""
     import torch
 
-    from tha.runtime.backends.torch import TorchBackend
+    from tha.runtime.backends.cuda import CudaBackend
     from tha.viewer.canvas import Canvas
     from tha.viewer.offscreen import Offscreen
 
     monkeypatch.delenv("DISPLAY", raising=False)
-    frame = TorchBackend(lambda00, device="cuda").render(pose_from_dict(POSE))
+    frame = CudaBackend(lambda00, precision="fp16").render(pose_from_dict(POSE))
     assert frame.on_device
     surface = Offscreen((512, 512))
     canvas = Canvas()

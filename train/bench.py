@@ -1,54 +1,125 @@
-"""`tha bench --distill`: how fast distillation trains here, per stage, with the rig teacher
-and upstream-sized students."""
+"""`tha bench --distill`: today's distillation loop against the buffered one, side by side in
+one run, with the real Distiller at upstream's student sizes; and upstream's whole schedule
+(1M face + 1.5M body examples) projected from each.
+
+On CUDA the teacher is THA4 with the SPEC's deterministic weights (upstream's architecture and
+cost); on a CPU it is the rig (THA4 at 512 takes seconds an example there).
+"""
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
-from tha.models.rig_teacher import RigTeacher
-from tha.models.student import BodyMorpher, FaceMorpher
-from tha.train.poses import PoseSampler
+from tha.train.config import DistillConfig
+from tha.train.distill import Distiller, World, resolve_device
 
-BATCH = 2  # upstream trains at 8; 2 keeps the full-size body morpher within CPU memory
-MAX_EXAMPLES = 8  # a CPU body step takes seconds: a few steps give a stable figure
+UPSTREAM_EXAMPLES = {"face": 1_000_000, "body": 1_500_000}
+# (label, changes to the config): upstream's loop, then the buffered one: the float32 teacher
+# renders 64 examples per call, each example trains twice, and the students train on random
+# pixel subsets of their full grids (as configs/distill_fast.yaml). A float16 teacher and a
+# bf16 student were measured too (H100): the first is not accurate enough (see
+# half_teacher_psnr), the second no faster than fp32.
+LOOPS = {
+    "today": {},
+    "buffered": {"teacher_batch_size": 64, "reuse": 2, "face.pixels_per_example": 4096,
+                 "body.pixels_per_example": 16384},
+}
 
 
-def _time_steps(step, examples: int) -> float:
-    """Seconds per example over ``examples`` examples, after one warm-up step."""
-    step()
-    steps = max(1, min(examples, MAX_EXAMPLES) // BATCH)
+def _teacher_dir(directory: Path) -> str:
+    from tha.models.teacher.load import write_teacher_directory
+    from tha.models.teacher.networks import NETWORKS
+    from tha.models.teacher.weights import deterministic_state_dict
+
+    return str(write_teacher_directory(directory, {n: deterministic_state_dict(n) for n in NETWORKS}))
+
+
+def _config(directory: Path, teacher: str, device: str, batch: int, examples: int, **changes) -> DistillConfig:
+    from tha.runtime.demo_character import build_demo_inputs
+
+    image, mask = build_demo_inputs(directory / "inputs")
+    config = DistillConfig(prefix=str(directory / "run"), character_image_file_name=str(image),
+                           face_mask_image_file_name=str(mask), teacher=teacher, device=device,
+                           face_morpher_batch_size=batch, body_morpher_batch_size=batch,
+                           snapshot_every=10**9, num_sample_poses=1,
+                           face_morpher_num_training_examples_per_sample_output=10**9,
+                           body_morpher_num_training_examples_per_sample_output=10**9)
+    for key, value in changes.items():
+        *parents, name = key.split(".")
+        setattr(getattr(config, parents[0]) if parents else config, name, value)
+    config.face.num_examples = examples
+    config.body.phases = config.body.phases[:1]
+    config.body.phases[0].end = examples
+    return config
+
+
+def _stage_rate(config: DistillConfig, stage_name: str) -> float:
+    """Examples per second of one stage over `num_examples`, the held-out samples left out."""
+    world = World(device=resolve_device(config.device))
+    distiller = Distiller(config, world)
+    stage = next(s for s in distiller.stages() if s.name == stage_name)
+    spent = []
+    sample = distiller._sample
+    distiller._sample = lambda *a: spent.append(_timed(sample, *a))  # noqa: SLF001
+    if world.device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / (steps * BATCH)
+    distiller.train_stage(stage, None, None)
+    if world.device.type == "cuda":
+        torch.cuda.synchronize()
+    return stage.num_examples / (time.perf_counter() - start - sum(spent))
 
 
-def measure_distill(examples: int = 8, device: str = "cpu") -> list[tuple[str, float]]:
-    """Rows of (label, ms per example) for a face and a body training step (rig teacher
-    included) at upstream's student sizes; examples/s is 1000 / ms."""
-    image = torch.rand(1, 4, 512, 512, device=device) * 2 - 1
-    poses = PoseSampler()
-    generator = torch.Generator().manual_seed(0)
-    teacher = RigTeacher()
-    face, body = FaceMorpher().to(device), BodyMorpher().to(device)
-    face_opt, body_opt = torch.optim.Adam(face.parameters()), torch.optim.Adam(body.parameters())
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
-    def face_step() -> None:
-        pose = poses.sample(BATCH, generator).to(device)
-        target = teacher.stages(image, pose)["face_teacher_image"][:, :, 48:176, 32:160]
-        face_opt.zero_grad()
-        (face(pose[:, :39]) - target).abs().mean().backward()
-        face_opt.step()
 
-    def body_step() -> None:
-        pose = poses.sample(BATCH, generator).to(device)
-        stages = teacher.stages(image, pose)
-        body_opt.zero_grad()
-        out = body(stages["face_morphed_full"], pose)
-        ((out.blended_image - stages["image"]).abs().mean()
-         + (out.grid_change - stages["grid_change"]).abs().mean()).backward()
-        body_opt.step()
+def half_teacher_psnr(config: DistillConfig, count: int = 16) -> dict[str, float]:
+    """PSNR (dB) of the float16 teacher's targets against the float32 teacher's: what the
+    student would learn from either."""
+    from tha.train.poses import PoseSampler
+    from tha.train.samples import psnr
 
-    return [(f"distill face morpher step (batch {BATCH}, rig teacher)", 1000 * _time_steps(face_step, examples)),
-            (f"distill body morpher step (batch {BATCH}, rig teacher)", 1000 * _time_steps(body_step, examples))]
+    world = World(device=resolve_device(config.device))
+    pose = PoseSampler().sample(count, torch.Generator().manual_seed(7)).to(world.device)
+    out = {}
+    targets = {}
+    for dtype in ("float32", "float16"):
+        config.teacher_dtype = dtype
+        d = Distiller(config, world)
+        face = d.face_targets(pose)[1]["patch"]
+        body = d.body_targets(pose)
+        targets[dtype] = (face, body[0][0], body[1]["image"])
+    for i, name in enumerate(("face patch", "body input", "body image")):
+        out[name] = psnr(targets["float16"][i].float(), targets["float32"][i].float())
+    return out
+
+
+def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, float]]:
+    """Rows of (label, ms per example) for each loop and stage; prints examples/s and the
+    projected hours of upstream's schedule for each loop."""
+    cuda = resolve_device(device).type == "cuda"
+    batch = 8 if cuda else 2
+    count = max(examples, 1024 if cuda else 8)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = _teacher_dir(Path(tmp) / "teacher") if cuda else "rig"
+        if cuda:
+            accuracy = half_teacher_psnr(_config(Path(tmp) / "accuracy", teacher, device, batch, count))
+            print("float16 teacher targets against float32: "
+                  + ", ".join(f"{k} {v:.1f} dB" for k, v in accuracy.items()))
+        for label, changes in LOOPS.items():
+            rates = {}
+            for stage in ("face", "body"):
+                config = _config(Path(tmp) / f"{label}_{stage}", teacher, device, batch, count, **changes)
+                rates[stage] = _stage_rate(config, stage)
+                rows.append((f"distill {stage} ({label}, batch {batch})", 1000 / rates[stage]))
+            hours = sum(UPSTREAM_EXAMPLES[s] / rates[s] for s in rates) / 3600
+            print(f"distill {label} {changes}: face {rates['face']:.1f} ex/s, body {rates['body']:.1f} ex/s, "
+                  f"upstream schedule projected {hours:.2f} h")
+    return rows

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -109,6 +110,14 @@ class DistillConfig:
     precision: str = "fp32"  # fp32, bf16, fp16 (autocast; fp16 adds a grad scaler)
     teacher_dtype: str = "float32"
     num_sample_poses: int = 4
+    # The teacher renders teacher_batch_size examples per call, buffer_batches calls per fill,
+    # into a buffer on the training device; student steps draw their batches from it.
+    # 1 and 1 = render each step's batch (upstream).
+    teacher_batch_size: int = 1
+    buffer_batches: int = 1
+    # Student steps per buffered example, on average: 1 = every example is seen once (upstream);
+    # R > 1 trains R times on each teacher example (the teacher runs R times less often).
+    reuse: int = 1
     source: Optional[str] = None  # the YAML's own path; set on load
 
     @property
@@ -146,6 +155,15 @@ def _check(config: DistillConfig, label: str) -> None:
     if config.teacher_dtype not in ("float32", "float64", "float16", "bfloat16"):
         raise ThaError(f"{label}: teacher_dtype {config.teacher_dtype!r} is not one of "
                        "float32, float64, float16, bfloat16")
+    if config.face.num_examples < 0:
+        raise ThaError(f"{label}: face.num_examples = {config.face.num_examples} is negative; "
+                       "set 0 to skip the face stage or a positive example count")
+    if len(config.face.lr_drop_at) != len(config.face.lr_drop_factor):
+        raise ThaError(f"{label}: face.lr_drop_at has {len(config.face.lr_drop_at)} entries but "
+                       f"face.lr_drop_factor {len(config.face.lr_drop_factor)}; give one factor per drop")
+    for name in ("teacher_batch_size", "buffer_batches", "reuse"):
+        if getattr(config, name) < 1:
+            raise ThaError(f"{label}: {name} must be at least 1")
     ends = [p.end for p in config.body.phases]
     if not ends or ends != sorted(ends) or ends[0] <= 0:
         raise ThaError(f"{label}: body.phases must be non-empty with increasing `end` example counts")
@@ -169,10 +187,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
     try:
         merged = OmegaConf.merge(schema, OmegaConf.load(path))
         for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep:
+            if "=" not in item:
                 raise ThaError(f"--set {item}: expected KEY=VALUE")
-            OmegaConf.update(merged, key, OmegaConf.create({"v": value})["v"] if value else value, merge=True)
+        # from_dotlist parses each VALUE as YAML: lists, numbers, booleans, null
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None)
         reason = str(err).splitlines()[0]
@@ -180,7 +198,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
             raise ThaError(f"{path}: unknown key {key!r}; known keys: "
                            + ", ".join(f.name for f in fields(DistillConfig) if f.name != "source")) from None
         raise ThaError(f"{path}: {key or 'value'}: {reason}") from None
-    except (ValueError, OSError, TypeError) as err:
+    except (ValueError, OSError, TypeError, yaml.YAMLError) as err:
         raise ThaError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
     config: DistillConfig = OmegaConf.to_object(merged)
     config.source = str(path.resolve())

@@ -1,12 +1,14 @@
 """`tha distill`: teach a student (face morpher, then body morpher) to imitate a teacher.
 
 One loop serves both stages; a stage is its module, its batch of teacher targets and its
-loss. Poses come from a seeded generator whose state goes into every snapshot, so a resumed
+loss. The teacher renders into an example buffer (train/buffer.py) that student steps draw
+from; one batch per buffer, each example seen once, is upstream's loop. Poses come from a seeded generator whose state goes into every snapshot, so a resumed
 run draws the same batches and reproduces an uninterrupted run. Under DDP every rank draws
 the same global batch and trains on its own slice; rank 0 writes everything.
 """
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -25,6 +27,7 @@ from tha.models.errors import ThaError
 from tha.models.image import rgba_to_tensor
 from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
 from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
+from tha.train.buffer import ExampleBuffer, draw_order, gather
 from tha.train.config import DistillConfig, config_yaml
 from tha.train.inputs import load_character, load_face_mask, resolve_input
 from tha.train.poses import pose_source
@@ -70,12 +73,11 @@ def _shrink(x: Tensor | None, size: int) -> Tensor | None:
     return F.interpolate(x, size=(size, size), mode="area")
 
 
-def _gather(x: Tensor | None, pixels: Tensor | None) -> Tensor | None:
-    """(N,C,H,W) -> (N,C,1,K) at flat pixel indices (N,K); unchanged without indices."""
-    if x is None or pixels is None:
-        return x
-    x = x.expand(pixels.shape[0], -1, -1, -1).flatten(2)
-    return torch.gather(x, 2, pixels[:, None].expand(-1, x.shape[1], -1))[:, :, None]
+def _cat(parts: list[Tensor | None], sizes: list[int]) -> Tensor | None:
+    """Join per-call targets; shared ones (the face mask) and missing ones stay as they are."""
+    if parts[0] is None or any(p.shape[0] != n for p, n in zip(parts, sizes)):
+        return parts[0]
+    return torch.cat(parts)
 
 
 def _l1(a: Tensor, b: Tensor | None) -> Tensor:
@@ -97,8 +99,8 @@ class Stage:
     seed_0: int
     seed_1: int
     learning_rate: Callable[[int], float]
-    # (poses, pixel indices or None) -> (inputs for the module, targets); runs the teacher, no grad
-    targets: Callable[[Tensor, Tensor | None], tuple[tuple, dict[str, Tensor]]]
+    # poses -> (inputs for the module, whole targets at `resolution`); runs the teacher, no grad
+    targets: Callable[[Tensor], tuple[tuple, dict[str, Tensor]]]
     # (module output, targets, examples so far) -> (total loss, terms)
     loss: Callable[[object, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
     # held-out (teacher, student) images at full size for samples and PSNR
@@ -114,6 +116,8 @@ class Distiller:
         self.image = rgba_to_tensor(self.rgba)[None].to(world.device)
         self.face_mask = torch.from_numpy(mask[FACE_ROWS, FACE_COLS]).float()[None, None].to(world.device)
         self.poses = pose_source(config.poses, config.path)
+        if config.teacher_dtype in ("float16", "bfloat16") and world.device.type == "cpu":
+            raise ThaError(f"teacher_dtype {config.teacher_dtype} is for CUDA devices; on a CPU use float32")
         self.teacher: DistillTeacher = open_teacher(config.teacher, config.path, world.device,
                                                     DTYPES[config.teacher_dtype])
         self.teacher_dtype = DTYPES[config.teacher_dtype]
@@ -126,22 +130,22 @@ class Distiller:
         self.history: dict[str, list[list[float]]] = {name: [] for name in STAGES}
         self.psnr: dict[str, list[list[float]]] = {name: [] for name in (*STAGES, "start")}
         self.warned_missing = False
+        # wall-clock seconds of the run (over resumes) at each PSNR entry: the third column
+        self.clock, self.seconds_before = time.perf_counter(), 0.0
 
     # --- teacher calls ---------------------------------------------------------------
     def _teach(self, fn, pose: Tensor):
         return fn(self.image.to(self.teacher_dtype), pose.to(self.teacher_dtype))
 
     def _coords(self, size: int, pixels: Tensor | None) -> Tensor | None:
-        return _gather(position_grid(size, device=self.world.device), pixels)
+        return gather(position_grid(size, device=self.world.device), pixels)
 
-    def face_targets(self, pose: Tensor, pixels: Tensor | None = None):
+    def face_targets(self, pose: Tensor):
         target = self._teach(self.teacher.face_target, pose).float()
         size = self.config.face.resolution
-        inputs = (pose[:, :39],) if pixels is None else (pose[:, :39], self._coords(size, pixels))
-        return inputs, {"patch": _gather(_shrink(target, size), pixels),
-                        "mask": _gather(_shrink(self.face_mask, size), pixels)}
+        return (pose[:, :39],), {"patch": _shrink(target, size), "mask": _shrink(self.face_mask, size)}
 
-    def body_targets(self, pose: Tensor, pixels: Tensor | None = None):
+    def body_targets(self, pose: Tensor):
         t = self._teach(self.teacher.body_targets, pose)
         if (t.warped_image is None or t.grid_change is None) and not self.warned_missing:
             self.warned_missing = True
@@ -149,13 +153,10 @@ class Distiller:
                           "those loss terms are left out")
         size = self.config.body.resolution
         cast = lambda x: None if x is None else _shrink(x.float(), size)  # noqa: E731
-        target = lambda x: _gather(cast(x), pixels)  # noqa: E731
-        inputs = (cast(t.input_image), pose) if pixels is None else \
-            (cast(t.input_image), pose, self._coords(size, pixels))
-        image = target(t.image)
+        image = cast(t.image)
         # a pure-warp teacher (the rig) returns one tensor as both: shrink it once
-        warped = image if t.warped_image is t.image else target(t.warped_image)
-        return inputs, {"image": image, "warped": warped, "grid_change": target(t.grid_change)}
+        warped = image if t.warped_image is t.image else cast(t.warped_image)
+        return (cast(t.input_image), pose), {"image": image, "warped": warped, "grid_change": cast(t.grid_change)}
 
     # --- losses -----------------------------------------------------------------------
     def face_loss(self, out: Tensor, t: dict[str, Tensor], examples: int):
@@ -223,6 +224,7 @@ class Distiller:
             self.face.load_state_dict(snapshot["face_morpher"])
             self.body.load_state_dict(snapshot["body_morpher"])
             self.history, self.psnr = snapshot["history"], snapshot["psnr"]
+            self.seconds_before = snapshot.get("seconds", 0.0)
         writer = self._writer()
         if snapshot is None:
             self._record_start()
@@ -250,10 +252,11 @@ class Distiller:
         self.face.load_state_dict(fresh_module(face_stage).state_dict())
         self.body.load_state_dict(fresh_module(body_stage).state_dict())
         value = psnr(*self.evaluate_body(self.body, self.held_out))
-        self.psnr["start"] = [[0.0, value]]
+        self.psnr["start"] = [[0.0, value, self._seconds()]]
         tqdm.write(f"student as initialised: held-out PSNR {value:.2f} dB")
 
     def _start(self, resume: bool) -> dict | None:
+        check_output(self.output)
         snapshot = load_snapshot(self.output)
         if resume and snapshot is None:
             raise ThaError(f"--resume: no {SNAPSHOT} in {self.output}; start without --resume")
@@ -298,12 +301,22 @@ class Distiller:
                    desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True)
         last_snapshot, last_sample = examples // config.snapshot_every, examples // stage.sample_every
         started, started_at = time.perf_counter(), examples
+        fill, fill_state, fill_step = None, None, 0
+        if snapshot is not None and snapshot.get("fill_state") is not None:
+            # re-render the buffer the snapshot was drawing from, then go on where it stopped
+            fill_state, fill_step = snapshot["fill_state"], snapshot["fill_step"]
+            generator.set_state(fill_state)
+            fill = self._fill(stage, generator, world)
+            generator.set_state(snapshot["generator"])
         if examples == 0:
             self._sample(stage, module, examples, writer)
         while examples < stage.num_examples:
-            poses = stage_poses(self.poses, generator, global_batch, world).to(world.device)
+            if fill is None or fill_step >= len(fill.order):
+                fill_state, fill_step = generator.get_state(), 0
+                fill = self._fill(stage, generator, world)
             pixels = stage_pixels(stage, generator, global_batch, world)
-            inputs, targets = stage.targets(poses, pixels)
+            inputs, targets = fill.batch(fill_step, pixels, self._coords(stage.resolution, pixels))
+            fill_step += 1
             lr = stage.learning_rate(examples)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -328,13 +341,18 @@ class Distiller:
                 writer.add_scalar(f"{stage.name}/examples_per_s", rate, examples)
             if examples // stage.sample_every > last_sample or examples >= stage.num_examples:
                 last_sample = examples // stage.sample_every
+                if world.main:
+                    eta = (stage.num_examples - examples) / max(rate, 1e-9)
+                    tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s, ETA {eta / 60:.1f} min")
                 self._sample(stage, module, examples, writer)
             if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
                 last_snapshot = examples // config.snapshot_every
-                self._snapshot(stage.name, examples, optimizer, generator, scaler)
+                self._snapshot(stage.name, examples, optimizer, generator, scaler,
+                               fill_state if fill_step < len(fill.order) else None, fill_step)
         bar.close()
 
-    def _snapshot(self, stage: str, examples: int, optimizer, generator, scaler) -> None:
+    def _snapshot(self, stage: str, examples: int, optimizer, generator, scaler,
+                  fill_state: Tensor | None = None, fill_step: int = 0) -> None:
         if not self.world.main:
             return
         save_snapshot(self.output, {
@@ -342,20 +360,37 @@ class Distiller:
             "face_morpher": _cpu(self.face.state_dict()), "body_morpher": _cpu(self.body.state_dict()),
             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rng_state(),
-            "history": self.history, "psnr": self.psnr,
+            "history": self.history, "psnr": self.psnr, "seconds": self._seconds(), "fill_state": fill_state, "fill_step": fill_step,
         })
+
+    def _seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.clock
+
+    def _fill(self, stage: Stage, generator: torch.Generator, world: World) -> ExampleBuffer:
+        """Render one buffer of teacher examples (this rank's slice of a global draw) in calls
+        of at most teacher_batch_size, and the order the next student steps take them in."""
+        c = self.config
+        per_rank = max(stage.batch_size, c.teacher_batch_size * c.buffer_batches // stage.batch_size * stage.batch_size)
+        poses = stage_poses(self.poses, generator, per_rank * world.size, world).to(world.device)
+        chunks = poses.split(c.teacher_batch_size)
+        parts = [stage.targets(chunk) for chunk in chunks]
+        sizes = [len(chunk) for chunk in chunks]
+        inputs = tuple(torch.cat(xs) for xs in zip(*(p[0] for p in parts)))
+        targets = {k: _cat([p[1][k] for p in parts], sizes) for k in parts[0][1]}
+        return ExampleBuffer(inputs, targets, draw_order(per_rank, stage.batch_size, c.reuse, generator))
 
     def _sample(self, stage: Stage, module: nn.Module, examples: int, writer) -> None:
         if not self.world.main:
             return
         teacher, student = stage.evaluate(module, self.held_out)
         value = psnr(student, teacher)
-        self.psnr[stage.name].append([float(examples), value])
+        self.psnr[stage.name].append([float(examples), value, self._seconds()])
         write_samples(self.output / "samples" / f"{stage.name}_{examples:09d}.png", teacher, student)
         if writer is not None:
             writer.add_scalar(f"{stage.name}/psnr_held_out", value, examples)
             writer.flush()
-        tqdm.write(f"{stage.name} morpher: {examples} examples, held-out PSNR {value:.2f} dB")
+        tqdm.write(f"{stage.name} morpher: {examples} examples, held-out PSNR {value:.2f} dB "
+                   f"at {self._seconds() / 60:.2f} min")
 
 
 def stage_poses(source, generator: torch.Generator, global_batch: int, world: World) -> Tensor:
@@ -423,6 +458,15 @@ def _mean_over_ranks(value: Tensor, world: World) -> float:
 
 def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu() for k, v in state.items()}
+
+
+def check_output(path: Path) -> None:
+    """The run's folder must be (or be creatable as) a writable folder: one line, before any work."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ThaError(f"prefix {path}: {existing} is a file, not a folder; set `prefix` to a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ThaError(f"prefix {path}: {existing} is not writable; set `prefix` to a folder you can write")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

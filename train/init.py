@@ -6,6 +6,7 @@ import secrets
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from tha.models.errors import ThaError
 from tha.models.files import atomic_write_text
@@ -58,6 +59,11 @@ def preview(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([out.round().astype(np.uint8), np.full(mask.shape + (1,), 255, np.uint8)], axis=-1)
 
 
+def _quoted(value: object) -> str:
+    """A YAML scalar for any path: ` #`, `:` or leading quotes in it stay part of the value."""
+    return yaml.safe_dump(str(value), default_style='"', width=1 << 16).strip()
+
+
 def init_run(image: Path, mask: Path, directory: Path, teacher: str) -> Path:
     """Check the inputs, write DIR/preview.png and DIR/config.yaml; return the config path."""
     rgba = load_character(image)
@@ -69,6 +75,6 @@ def init_run(image: Path, mask: Path, directory: Path, teacher: str) -> Path:
     save_png(directory / "preview.png", preview(rgba, face))
     seeds = [secrets.randbits(64) for _ in range(4)]
     atomic_write_text(config, CONFIG_TEMPLATE.format(
-        name=image.stem, config=config, prefix="output", image=image.resolve(), mask=mask.resolve(),
-        s0=seeds[0], s1=seeds[1], s2=seeds[2], s3=seeds[3], teacher=teacher))
+        name=image.stem, config=config, prefix="output", image=_quoted(image.resolve()), mask=_quoted(mask.resolve()),
+        s0=seeds[0], s1=seeds[1], s2=seeds[2], s3=seeds[3], teacher=_quoted(teacher)))
     return config

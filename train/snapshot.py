@@ -29,7 +29,7 @@ def load_snapshot(directory: Path) -> dict[str, Any] | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
         raise ThaError(f"snapshot {path} cannot be read ({str(err).splitlines()[0][:100]}); "
                        "delete it to start over") from None
 

@@ -18,7 +18,8 @@ HELP = (
 
 def view(
     model_dir: Path = typer.Argument(..., help="Character model directory (or a fetched name like lambda_00)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, torch, ort or trt."),
+    backend: str = typer.Option("auto", "--backend", help="auto, cuda, torch-cuda, fastcpu, torch, ort or trt."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 for --backend cuda (default fp16; fp32 is exact)."),
     source: str = typer.Option("sliders", "--source", help="Where poses come from: sliders (the panel) or another registered source (see tha.runtime.sources.registry)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (CUDA frames reach GL through interop)."),
     offscreen: bool = typer.Option(False, "--offscreen", help="No window: headless EGL context."),
@@ -36,7 +37,7 @@ def view(
     if not offscreen:
         require_display()
     pose_source = make_source(source)
-    with open_backend(backend, resolve_model(model_dir), device) as engine:
+    with open_backend(backend, resolve_model(model_dir), device, precision=precision) as engine:
         run_viewer(engine, pose_source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
                    overlay=not no_overlay, title=f"tha - {Path(model_dir).name}")
     if record is not None:

@@ -40,6 +40,12 @@ class Backend(ABC):
         Backends whose output is uint8 only (the fused graph) don't offer it."""
         raise NotImplementedError(f"backend {self.name} produces uint8 frames only")
 
+    def render_batch(self, poses: np.ndarray) -> np.ndarray | torch.Tensor:
+        """(N,45) poses -> (N,H,W,4) uint8 frames. This default renders them one by one;
+        the CUDA backend runs the whole batch as one graph."""
+        frames = [self.render(p).rgba for p in poses]
+        return torch.stack(frames) if isinstance(frames[0], torch.Tensor) else np.stack(frames)
+
     def close(self) -> None:
         """Free engine resources."""
 

@@ -139,13 +139,21 @@ class FastBody:
 
     @torch.inference_mode()
     def __call__(self, image: Tensor, pose: Tensor) -> Tensor:
+        return self.compose(image, self.fields(pose))
+
+    @torch.inference_mode()
+    def fields(self, pose: Tensor) -> Tensor:
+        """The morpher's raw output (1,7,S,S): grid change (2), alpha (1), colour change (4)."""
         x = None
         for first, hidden in zip(self.body.firsts, self.levels):
             x = self.plan.first(first, pose, x)
             for layer in hidden:
                 x = self.plan.dense(layer, x)
         s = self.body.size
-        out = torch.mm(self.last.weight, x).view(1, -1, s, s)
+        return torch.mm(self.last.weight, x).view(1, -1, s, s)
+
+    def compose(self, image: Tensor, out: Tensor) -> Tensor:
+        """Warp and blend ``image`` with fields from ``fields``: the cheap part of a frame."""
         grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
         grid = self.body.identity_grid + grid_change.permute(0, 2, 3, 1)
         warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -160,9 +168,9 @@ class FastCPUBackend(Backend):
     def __init__(self, model: CharacterModel):
         ws = Workspace()
         self.face = FastFace(FoldedFace(model.face_morpher).eval(), ws)
+        self.image = model.image_tensor()[None]
         self.body = FastBody(FoldedBody(model.body_morpher).eval(), ws)
         self.face_pose_size = model.face_morpher.config.pose_size
-        self.image = model.image_tensor()[None]
         self.face_cache = FaceCache(self.face_pose_size)
 
     @torch.inference_mode()
@@ -170,6 +178,14 @@ class FastCPUBackend(Backend):
         p = torch.from_numpy(np.asarray(pose, dtype=np.float32).reshape(1, -1))
         patch = self.face_cache.get(pose, lambda _: self.face(p[:, : self.face_pose_size]))
         return self.body(paste_patch(self.image, patch), p)
+
+    @torch.inference_mode()
+    def fields(self, pose: np.ndarray) -> tuple[Tensor, Tensor]:
+        """(face-pasted image, body fields) of a pose: what ``tha.runtime.interpolate`` blends."""
+        p = torch.from_numpy(np.asarray(pose, dtype=np.float32).reshape(1, -1))
+        patch = self.face_cache.get(pose, lambda _: self.face(p[:, : self.face_pose_size]))
+        image = paste_patch(self.image, patch)
+        return image, self.body.fields(p).clone()  # the workspace buffer is reused next frame
 
     @torch.inference_mode()
     def render(self, pose: np.ndarray) -> Frame:

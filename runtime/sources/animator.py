@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tha.models.errors import ThaError
+from tha.models.limits import FPS_RANGE, check_range
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose, pose_from_dict
 from tha.runtime.emotions import NEUTRAL, Emotions, load_emotions, resolve
 from tha.runtime.sources.base import PoseSource
@@ -60,6 +61,7 @@ class AnimatorSettings:
         for low, high in (("blink_interval_min", "blink_interval_max"), ("sway_interval_min", "sway_interval_max")):
             if getattr(self, low) > getattr(self, high):
                 raise ThaError(f"animator setting {low} must not exceed {high}")
+        check_range("animator setting target_fps", self.target_fps, FPS_RANGE)
         if self.target_fps <= 0 or self.breathing_cycle_duration <= 0 or self.sway_interval_max <= 0:
             raise ThaError("animator settings target_fps, breathing_cycle_duration and sway_interval_max "
                            "must be > 0")

@@ -22,6 +22,10 @@ from tha.runtime.sources.base import PoseSource
 
 DEFAULT_PORT = 49983
 START_STRING = b"iFacialMocap_sahuasouryya9218sauhuiayeta91555dy3719|sendDataVersion=v2"
+# All interfaces, on purpose: the phone sends from the local network, so a loopback-only
+# listener would never hear it. Only UDP frames are read (never executed or stored); pass
+# --bind with the computer's LAN address to listen on one network only.
+DEFAULT_BIND = "0.0.0.0"
 # A full v2 frame is ~1.5 KB; anything far larger is not from the phone.
 MAX_PACKET_BYTES = 8192
 _KNOWN = frozenset(BLENDSHAPE_NAMES)
@@ -107,7 +111,7 @@ class IFacialMocapSource(PoseSource):
 
     name = "ifacialmocap"
 
-    def __init__(self, bind: str = "0.0.0.0", port: int = DEFAULT_PORT, phone: str | None = None,
+    def __init__(self, bind: str = DEFAULT_BIND, port: int = DEFAULT_PORT, phone: str | None = None,
                  phone_port: int = DEFAULT_PORT, converter: ArkitConverter | None = None,
                  stale_after: float = 1.0, ease_seconds: float = 0.5, resend_every: float = 2.0):
         self.bind = bind
@@ -217,10 +221,11 @@ class IFacialMocapSource(PoseSource):
     def status(self) -> str:
         now = time.monotonic()
         with self._lock:
-            counts = f"{self.packets} frames, {self.malformed + self.oversized} bad"
+            counts = f"{self.packets} frames, {self.malformed} malformed, {self.oversized} oversized"
+            error = f"; last: {self.last_error}" if self.last_error else ""
         if self.received_at is None:
-            waiting = f"waiting for iFacialMocap on port {self.address[1]}"
-            return f"{waiting} ({self.last_error})" if self.last_error else waiting
+            host, port = self.address
+            return f"waiting for iFacialMocap on {host}:{port} ({counts}{error})"
         if self.stale(now):
             return f"stale: no frames for {now - self.received_at:.1f} s ({counts})"
         if self.converter.calibrating:

@@ -1,0 +1,98 @@
+"""`tha export MODEL --web OUT`: a self-contained static site that poses the character in a
+browser (ONNX Runtime Web on WebGPU or WebAssembly, MediaPipe FaceMesh for the webcam).
+
+The site holds the page (``web/``), ``tha.json`` (``web_shared``), the character image, the
+fused student graph (fp32, and fp16 for WebGPU with shader-f16) and every script and
+WebAssembly file it loads, copied from the npm packages pinned by ``web/package-lock.json``.
+Those packages are installed once with ``npm ci`` into a cache keyed by the lock file, so
+Node.js is needed on the first export only, never by the site or at run time.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from tha.export.exporter import write_fp16
+from tha.export.onnx_graphs import export_graph, graph_specs
+from tha.export.web_shared import shared_definition
+from tha.models.character import load_character_model, model_paths
+from tha.models.errors import ThaError
+from tha.models.files import atomic_write_bytes, atomic_write_text, check_output_dir
+
+WEB_SOURCES = Path(__file__).resolve().parent.parent / "web"
+PAGE_FILES = ("index.html", "app.js", "puppet.js", "style.css")
+# npm package -> files the site needs from it (under vendor/<short name>/).
+VENDORED = {
+    "onnxruntime-web/dist": ("ort", ("ort.webgpu.min.mjs", "ort-wasm-simd-threaded.jsep.mjs",
+                                     "ort-wasm-simd-threaded.jsep.wasm")),
+    "@mediapipe/face_mesh": ("face_mesh", ("face_mesh.js", "face_mesh.binarypb", "face_mesh_solution_packed_assets.data",
+                                           "face_mesh_solution_packed_assets_loader.js",
+                                           "face_mesh_solution_simd_wasm_bin.js", "face_mesh_solution_simd_wasm_bin.wasm",
+                                           "face_mesh_solution_wasm_bin.js", "face_mesh_solution_wasm_bin.wasm")),
+}
+
+
+def web_sources() -> Path:
+    if not (WEB_SOURCES / "package-lock.json").is_file():
+        raise ThaError(f"the web page sources are missing ({WEB_SOURCES}); reinstall tha from its repository")
+    return WEB_SOURCES
+
+
+def npm_packages(cache_root: Path | None = None) -> Path:
+    """node_modules of web/package-lock.json, installed once (``npm ci``) into a cache."""
+    from tha.models.hub import cache_dir
+
+    sources = web_sources()
+    lock = (sources / "package-lock.json").read_bytes()
+    root = (cache_root or cache_dir().parent / "web-npm") / hashlib.sha256(lock).hexdigest()[:16]
+    modules = root / "node_modules"
+    if (root / "installed").is_file():
+        return modules
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ThaError("the first `tha export --web` needs Node.js and npm to fetch ONNX Runtime Web and MediaPipe "
+                       "(e.g. `sudo apt-get install nodejs npm`); later exports reuse the cache")
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(sources / name, root / name)
+    print(f"installing the page's npm packages into {root} (once)")
+    done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=root,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["npm failed"])[-1]
+        raise ThaError(f"`npm ci` failed in {root} ({last[:160]}); check the network to the npm registry")
+    (root / "installed").write_text("ok\n")
+    return modules
+
+
+def export_web(model_dir: Path, out: Path, fp16: bool = True) -> list[Path]:
+    """Write the site into ``out``; returns the files written."""
+    check_output_dir(out, "--web")
+    image = model_paths(model_dir)["character_image_file_name"]  # one clear error for a non-student
+    modules = npm_packages()
+    model = load_character_model(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [export_graph(graph_specs(model)["student"], out / "student.onnx")]
+    if fp16:
+        written.append(write_fp16(written[0], out / "student.fp16.onnx"))
+    atomic_write_bytes(out / "character.png", image.read_bytes())
+    written.append(out / "character.png")
+    site = {"name": model_dir.resolve().name, "graphs": {"fp32": "student.onnx", "fp16": "student.fp16.onnx" if fp16 else None},
+            **shared_definition()}
+    atomic_write_text(out / "tha.json", json.dumps(site) + "\n")
+    written.append(out / "tha.json")
+    for name in PAGE_FILES:
+        atomic_write_bytes(out / name, (WEB_SOURCES / name).read_bytes())
+        written.append(out / name)
+    for package, (short, files) in VENDORED.items():
+        (out / "vendor" / short).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            source = modules / package / name
+            if not source.is_file():
+                raise ThaError(f"{source} is missing from the npm cache; delete {modules.parent} and export again")
+            shutil.copyfile(source, out / "vendor" / short / name)
+            written.append(out / "vendor" / short / name)
+    return written

@@ -1,0 +1,164 @@
+"""The CUDA backend: the folded student (``tha.export.folded``) replayed as CUDA graphs.
+
+Per frame the host uploads the pose (45 floats) and replays one graph: face (on a face-cache
+miss) + paste + body + RGBA8 conversion, all into static buffers, so nothing is allocated,
+copied or synchronised beyond that upload. The frame stays on the GPU (for the viewer's
+CUDA-GL interop) until someone calls ``Frame.host()``. ``render_batch`` runs N poses through
+the same modules under ``torch.func.vmap``: one graph per batch size used.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tha.export.folded import FoldedBody, FoldedFace, paste_patch
+from tha.models.character import CharacterModel
+from tha.models.errors import ThaError
+from tha.runtime.backends.base import Backend, FaceCache, Frame
+from tha.runtime.colour import tensor_to_rgba8
+
+PRECISIONS = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+@contextmanager
+def exact_fp32() -> Iterator[None]:
+    """No TF32 inside this block only: PyTorch lets cuDNN use TF32 by default, which put 1.95%
+    of alpha>0 pixels more than one level off on an H100. The caller's settings come back."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = cudnn
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def require_cuda(backend: str) -> None:
+    if torch.version.cuda is None:
+        raise ThaError(f"--backend {backend} needs a CUDA build of torch (this is {torch.__version__}, CPU-only); "
+                       "install torch for CUDA from pytorch.org, or use --backend fastcpu")
+    if not torch.cuda.is_available():
+        raise ThaError(f"--backend {backend} needs an NVIDIA GPU, but torch sees none (driver?); "
+                       "run `tha doctor`, or use --backend fastcpu")
+
+
+def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    return copy.deepcopy(module).to("cpu", torch.float32)
+
+
+def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
+    """``run`` (which only writes static buffers) as a CUDA graph, warmed up on a side stream
+    first as PyTorch's graph docs require."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, pool=pool):
+        run()
+    return graph
+
+
+class CudaBackend(Backend):
+    """Folded student, static buffers, CUDA graphs; fp16 (fast) or fp32 (exact, no TF32)."""
+
+    def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda"):
+        require_cuda("cuda")
+        if precision not in PRECISIONS:
+            raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
+        self.name = f"cuda-{precision}"
+        self.precision = precision
+        self.dtype = PRECISIONS[precision]
+        self.device = torch.device(device)
+        # Folded from float32 CPU copies (the model may already sit elsewhere; don't move it).
+        self.face = FoldedFace(_cpu_copy(model.face_morpher)).to(self.device, self.dtype).eval()
+        self.body = FoldedBody(_cpu_copy(model.body_morpher)).to(self.device, self.dtype).eval()
+        self.face_pose_size = model.face_morpher.config.pose_size
+        self.image = model.image_tensor()[None].to(self.device, self.dtype)
+        self.face_cache = FaceCache(self.face_pose_size)
+        h, w = self.image.shape[-2:]
+        self.pose = torch.zeros(1, 45, device=self.device)  # the only per-frame upload
+        self.pasted = self.image.clone()  # the image with the current face
+        self.posed = torch.zeros(1, 4, h, w, device=self.device)  # float32 network output
+        self.rgba = torch.zeros(h, w, 4, dtype=torch.uint8, device=self.device)
+        self._batch: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
+        with self._scope():
+            self._full = capture(lambda: self._frame(face=True))
+            self._body_only = capture(lambda: self._frame(face=False), pool=self._full.pool())
+
+    @contextmanager
+    def _scope(self) -> Iterator[None]:
+        """No grad; fp32 without TF32 (kernels are chosen at capture, so capture is what counts)."""
+        with torch.no_grad(), (exact_fp32() if self.precision == "fp32" else nullcontext()):
+            yield
+
+    def _frame(self, face: bool) -> None:
+        """The frame path into the static buffers (eager; what the graphs replay)."""
+        pose = self.pose.to(self.dtype)
+        if face:
+            self.pasted.copy_(paste_patch(self.image, self.face(pose[:, : self.face_pose_size])))
+        self.posed.copy_(self.body(self.pasted, pose))
+        self.rgba.copy_(tensor_to_rgba8(self.posed[0]))
+
+    def _upload(self, pose: np.ndarray) -> bool:
+        """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
+        pose = np.ascontiguousarray(pose, dtype=np.float32).reshape(1, -1)
+        self.pose.copy_(torch.from_numpy(pose), non_blocking=True)
+        misses = self.face_cache.misses
+        self.face_cache.get(pose[0], lambda _: None)
+        return self.face_cache.misses != misses
+
+    def render(self, pose: np.ndarray) -> Frame:
+        (self._full if self._upload(pose) else self._body_only).replay()
+        return Frame(self.rgba.clone())  # the static buffer is rewritten by the next frame
+
+    def render_eager(self, pose: np.ndarray) -> Frame:
+        """The same frame without the graph (to check that replay equals eager)."""
+        miss = self._upload(pose)
+        with self._scope():
+            self._frame(face=miss)
+        return Frame(self.rgba.clone())
+
+    def render_tensor(self, pose: np.ndarray) -> Tensor:
+        self.render(pose)
+        return self.posed.clone()
+
+    def _batch_run(self, poses: Tensor, out: Tensor) -> None:
+        vmap = torch.func.vmap
+        p = poses.to(self.dtype)[:, None]  # (N,1,45): each sample is a batch-1 pose
+        patches = vmap(self.face)(p[..., : self.face_pose_size])
+        pasted = vmap(paste_patch, in_dims=(None, 0))(self.image, patches)
+        posed = vmap(self.body)(pasted, p)
+        out.copy_(vmap(tensor_to_rgba8)(posed[:, 0].float()))
+
+    def render_batch(self, poses: np.ndarray) -> Tensor:
+        """(N,45) poses -> (N,H,W,4) uint8 frames on the GPU; one graph per N (no face cache)."""
+        poses = np.ascontiguousarray(poses, dtype=np.float32)
+        n = len(poses)
+        if n not in self._batch:
+            h, w = self.image.shape[-2:]
+            static = torch.zeros(n, 45, device=self.device)
+            out = torch.zeros(n, h, w, 4, dtype=torch.uint8, device=self.device)
+            with self._scope():
+                graph = capture(lambda: self._batch_run(static, out))
+            self._batch[n] = (graph, static, out)
+        graph, static, out = self._batch[n]
+        static.copy_(torch.from_numpy(poses), non_blocking=True)
+        graph.replay()
+        return out.clone()
+
+    def close(self) -> None:
+        self._batch.clear()
+

@@ -1,0 +1,312 @@
+"""`tha export --web` and `tha serve-web`: the exported page in a real headless Chromium
+(Debian's /usr/bin/chromium driven by Playwright), served from localhost with the
+cross-origin isolation headers."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tha.export.verify import rgba_parity
+from tha.models.image import load_rgba
+from tha.models.pose import index_of, pose_to_dict
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  # A browser without WebGPU: the page must fall back to WebAssembly and say so.
+                  "--disable-features=WebGPU"]
+PAGE_START_S = 240  # model download + WebAssembly compile + the first frame, on a loaded 2-core CPU
+
+
+def tha(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
+                          capture_output=True, text=True, timeout=900)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_web_export_refuses_a_directory_that_is_not_a_student(tmp_path):
+    (tmp_path / "not_a_model").mkdir()
+    result = tha("export", str(tmp_path / "not_a_model"), "--web", str(tmp_path / "site"))
+    assert_one_line_error(result, "not a character model")
+    assert not (tmp_path / "site").exists()
+
+
+def test_web_export_refuses_an_out_that_is_a_file(lambda00_dir, tmp_path):
+    (tmp_path / "site").write_text("keep me")
+    result = tha("export", str(lambda00_dir), "--web", str(tmp_path / "site"))
+    assert_one_line_error(result, "is a file")
+    assert (tmp_path / "site").read_text() == "keep me"
+
+
+def test_first_web_export_without_node_says_what_to_install(tmp_path, monkeypatch):
+    from tha.export import web
+    from tha.models.errors import ThaError
+
+    monkeypatch.setattr(web.shutil, "which", lambda name: None)
+    with pytest.raises(ThaError, match="needs Node.js and npm"):
+        web.npm_packages(cache_root=tmp_path)
+
+
+def test_serve_web_refuses_a_directory_that_is_not_a_site(tmp_path):
+    assert_one_line_error(tha("serve-web", str(tmp_path)), "not an exported site")
+
+
+# ---- the page in Chromium ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def site(lambda00_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("web") / "site"
+    result = tha("export", str(lambda00_dir), "--web", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def origin(site):
+    from tha.runtime.web_serve import make_server
+
+    server = make_server(site, port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (the README's test command installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the dev extra installs playwright")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+class Page:
+    """A page of the site with everything it logs and requests recorded."""
+
+    def __init__(self, playwright, origin: str, tmp: Path, extra_flags: tuple[str, ...] = (), camera: bool = False):
+        self.origin = origin
+        self.context = playwright.chromium.launch_persistent_context(
+            str(tmp / "profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_FLAGS + list(extra_flags), permissions=["camera"] if camera else [])
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page = self.context.new_page()
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(f"{origin}/index.html")
+        self.page.wait_for_function("() => window.tha.state && window.tha.state().frames > 0", timeout=PAGE_START_S * 1000)
+
+    def state(self) -> dict:
+        return self.page.evaluate("() => window.tha.state()")
+
+    def frames_after(self, count: int) -> None:
+        self.page.wait_for_function(f"() => window.tha.state().frames >= {count}", timeout=120_000)
+
+    def canvas(self) -> np.ndarray:
+        data = self.page.evaluate("""() => { const c = document.getElementById('canvas');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let s = ''; for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
+            return btoa(s); }""")
+        return np.frombuffer(base64.b64decode(data), np.uint8).reshape(512, 512, 4)
+
+    def off_origin(self) -> list[str]:
+        return [u for u in self.requests if not u.startswith(self.origin + "/") and not u.startswith(("data:", "blob:"))]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def page(playwright, origin, tmp_path_factory):
+    # A camera exists (Chromium's fake one) but the page is never granted it.
+    p = Page(playwright, origin, tmp_path_factory.mktemp("chromium"), ("--use-fake-device-for-media-stream",))
+    yield p
+    p.close()
+
+
+def report_fps(capsys, page: Page, what: str) -> None:
+    state = page.state()
+    with capsys.disabled():
+        print(f"\nin-page FPS ({what}, {state['backend']}): {state['fps']:.2f}")
+
+
+@pytest.mark.slow
+def test_page_loads_falls_back_to_webassembly_and_matches_tha_pose(page, lambda00_dir, student_reference, tmp_path, capsys):
+    state = page.state()
+    assert state["backend"].startswith("WebAssembly (SIMD, ")
+    assert "no WebGPU" in state["backend"] and "fell back" in state["backend"]
+    assert page.page.locator("#backend").inner_text() == state["backend"]
+    # The server sends COOP/COEP, so WebAssembly runs threaded where the browser has cores.
+    assert page.page.evaluate("() => self.crossOriginIsolated") is True
+
+    pose = student_reference["poses"][2].astype(np.float32)
+    (tmp_path / "pose.json").write_text(json.dumps(pose_to_dict(pose)))
+    result = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "ref.png"))
+    assert result.returncode == 0, result.stderr
+    want = load_rgba(tmp_path / "ref.png")
+    got = np.frombuffer(base64.b64decode(page.page.evaluate("(p) => window.tha.render(p)", pose.tolist())),
+                        np.uint8).reshape(512, 512, 4)
+    parity = rgba_parity("web", got, want, fp16=False)
+    assert parity.ok, parity.line()  # within +-1 on >= 99.9% of pixels, transparent ones left out
+    assert np.abs(got[..., 3].astype(int) - want[..., 3]).max() <= 1
+
+    assert page.errors == [], page.errors
+    assert page.off_origin() == [], page.off_origin()
+    report_fps(capsys, page, "idle animator")
+
+
+@pytest.mark.slow
+def test_sliders_change_the_image(page):
+    page.page.evaluate("(p) => window.tha.setPose(p)", [0.0] * 45)
+    page.frames_after(page.state()["frames"] + 2)
+    before = page.canvas()
+    page.page.locator('input[data-name="head_y"]').fill("0.8")
+    page.frames_after(page.state()["frames"] + 2)
+    state = page.state()
+    assert state["source"] == "sliders"
+    assert state["pose"][index_of("head_y")] == pytest.approx(0.8)
+    after = page.canvas()
+    changed = np.any(after != before, axis=-1).mean()
+    assert changed > 0.01, f"only {changed:.2%} of pixels changed"
+    assert page.errors == [], page.errors
+
+
+@pytest.mark.slow
+def test_refused_camera_gives_one_clear_message(page):
+    page.page.select_option("#source", "webcam")
+    message = page.page.locator("#message")
+    message.wait_for(state="visible", timeout=30_000)
+    assert "Camera permission was refused" in message.inner_text()
+    assert page.state()["source"] == "animator"
+
+
+def _facemesh_landmarks(rgb: np.ndarray) -> np.ndarray:
+    import mediapipe as mp
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True) as mesh:
+        found = mesh.process(np.ascontiguousarray(rgb)).multi_face_landmarks
+    assert found, "MediaPipe found no face"
+    return np.array([(m.x, m.y, m.z) for m in found[0].landmark], dtype=np.float64)
+
+
+def _astronaut(roll_degrees: float) -> np.ndarray:
+    from skimage import data
+    from skimage.transform import rotate
+
+    image = data.astronaut()
+    if roll_degrees:
+        image = (rotate(image, roll_degrees, mode="edge") * 255).round().astype(np.uint8)
+    return image
+
+
+@pytest.mark.slow
+def test_page_converts_and_smooths_landmarks_exactly_as_python(page):
+    """One definition: the page's FaceMesh -> ARKit -> pose conversion and its One Euro
+    smoothing equal Python's, frame by frame, on real FaceMesh landmarks."""
+    from tha.runtime.sources.arkit import ArkitConverter
+    from tha.runtime.sources.webcam import face_state_from_landmarks
+
+    upright, rolled = (_facemesh_landmarks(_astronaut(r)) for r in (0.0, 20.0))
+    frames = [(upright, None), (rolled, None), (upright, 0.0), (rolled, 0.05), (rolled, 0.1), (upright, 0.3)]
+    converter = ArkitConverter()  # smoothing state carries over frame to frame, as in the page
+    want = [converter.raw_pose(face_state_from_landmarks(lm, 512, 512)) if t is None
+            else converter.convert(face_state_from_landmarks(lm, 512, 512), t) for lm, t in frames]
+    got = page.page.evaluate("([f, w, h]) => window.tha.posesFromLandmarks(f, w, h)",
+                             [[[lm.tolist(), t] for lm, t in frames], 512, 512])
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=1e-5)
+    neck = index_of("neck_z")
+    assert abs(want[1][neck] - want[0][neck]) > 0.3  # the rolled face really moves the neck
+    assert 0 < abs(want[3][neck] - want[2][neck]) < abs(want[1][neck] - want[0][neck])  # and is smoothed
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """RGB frames -> YUV4MPEG2 4:2:0 (full-range BT.601), what Chromium's fake camera plays."""
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            u = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+            v = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+            sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731
+            f.write(b"FRAME\n")
+            for plane in (y, sub(u), sub(v)):
+                f.write(np.clip(plane.round(), 0, 255).astype(np.uint8).tobytes())
+
+
+@pytest.mark.slow
+def test_webcam_head_roll_rolls_the_character(playwright, origin, tmp_path, capsys):
+    """Chromium's fake camera plays the astronaut upright, then rolled 25 degrees, in a loop;
+    the tracked pose's neck_z must swing with it, the way Python's tracker reads those frames."""
+    from tha.runtime.sources.arkit import ArkitConverter
+    from tha.runtime.sources.webcam import face_state_from_landmarks
+
+    upright, rolled = _astronaut(0.0), _astronaut(25.0)
+    write_y4m(tmp_path / "astronaut.y4m", [upright] * 15 + [rolled] * 15, fps=10)
+    expected = [ArkitConverter().raw_pose(face_state_from_landmarks(_facemesh_landmarks(x), 512, 512))[index_of("neck_z")]
+                for x in (upright, rolled)]
+    page = Page(playwright, origin, tmp_path, camera=True,
+                extra_flags=("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                             f"--use-file-for-fake-video-capture={tmp_path / 'astronaut.y4m'}"))
+    try:
+        page.page.select_option("#source", "webcam")
+        page.page.wait_for_function("() => window.tha.state().tracked !== null", timeout=PAGE_START_S * 1000)
+        neck = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            neck.append(page.state()["tracked"][index_of("neck_z")])
+            time.sleep(0.1)
+        frames = page.state()["frames"]
+        page.frames_after(frames + 1)  # the character is drawn from the tracked pose
+        assert page.state()["source"] == "webcam"
+        assert page.errors == [], page.errors
+        assert page.off_origin() == [], page.off_origin()
+        report_fps(capsys, page, "webcam")
+    finally:
+        page.close()
+    neck = np.array(neck)
+    towards_rolled = np.sign(expected[1] - expected[0])
+    swing = (neck.max() - neck.min())
+    assert abs(expected[1] - expected[0]) > 0.5
+    assert swing > 0.5, f"neck_z only moved {swing:.2f} while the video rolled the head 25 degrees"
+    extreme = neck.max() if towards_rolled > 0 else neck.min()
+    assert abs(extreme - expected[1]) < 0.25, (extreme, expected)
+
+
+def test_shared_definition_comes_from_python(site):
+    """tha.json is generated from Python's data: the pose layout, emotions and puppet settings."""
+    from tha.models.pose import POSE_PARAMETERS
+    from tha.runtime.emotions import load_emotions
+    from tha.runtime.sources.arkit import ConverterSettings
+    from tha.runtime.sources.filters import OneEuroSettings
+
+    shared = json.loads((site / "tha.json").read_text())
+    assert [p["name"] for p in shared["pose"]] == [p.name for p in POSE_PARAMETERS]
+    assert sorted(n for panel in shared["panels"] for g in panel["groups"] for n in g["parameters"]) \
+        == sorted(p.name for p in POSE_PARAMETERS)
+    assert shared["emotions"]["joy"] == pytest.approx(load_emotions()["joy"].tolist())
+    assert shared["converter"]["head_range"] == list(ConverterSettings().head_range)
+    assert shared["one_euro"] == {"min_cutoff": OneEuroSettings().min_cutoff, "beta": OneEuroSettings().beta,
+                                  "derivative_cutoff": OneEuroSettings().derivative_cutoff}
+    for name in ("index.html", "app.js", "puppet.js", "vendor/ort/ort.webgpu.min.mjs",
+                 "vendor/ort/ort-wasm-simd-threaded.jsep.wasm", "vendor/face_mesh/face_mesh_solution_packed_assets.data"):
+        assert (site / name).is_file(), name
