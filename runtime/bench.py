@@ -70,6 +70,19 @@ def time_batch(backend: Backend, poses: np.ndarray, batch: int, repeats: int) ->
     return (time.perf_counter() - start) * 1000.0 / (batch * repeats)
 
 
+def time_blend(backend: Backend, poses: np.ndarray, frames: int) -> float:
+    """Mean milliseconds per frame blended between two model frames (``tha.runtime.interpolate``):
+    what each shown frame between model frames costs."""
+    from tha.runtime.interpolate import between, keyframe
+
+    a, b = keyframe(backend, poses[0]), keyframe(backend, poses[-1])
+    between(backend, a, b, 0.5)
+    start = time.perf_counter()
+    for i in range(frames):
+        between(backend, a, b, (i + 0.5) / frames)
+    return (time.perf_counter() - start) * 1000.0 / frames
+
+
 def split_precision(name: str) -> tuple[str, str | None]:
     """'cuda:fp16' -> ('cuda', 'fp16'); 'torch' -> ('torch', None)."""
     base, _, precision = name.partition(":")
@@ -80,6 +93,7 @@ EXTRA_MEASURES = {
     "viewer": ("tha.viewer.bench", "measure_viewer"),
     "puppet": ("tha.runtime.sources.bench", "measure_puppet"),
     "distill": ("tha.train.bench", "measure_distill"),
+    "feed": ("tha.runtime.feed_bench", "measure_feed"),
 }
 
 
@@ -97,11 +111,12 @@ def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
 
 def format_table(rows: list[Row]) -> list[str]:
     ref = next((r.ms for r in rows if r.label == REFERENCE), None)
-    lines = [f"{'backend':<24}{'ms/frame':>10}{'FPS':>8}{'x torch':>9}"]
+    width = max(24, *(len(r.label) + 2 for r in rows))
+    lines = [f"{'backend':<{width}}{'ms/frame':>10}{'FPS':>8}{'x torch':>9}"]
     for r in rows:
         ratio = f"{ref / r.ms:8.2f}x" if ref else "       -"
         digits = 3 if r.ms < 10 else 1  # GPU rows are fractions of a millisecond
-        lines.append(f"{r.label:<24}{r.ms:>10.{digits}f}{r.fps:>8.2f}{ratio:>9}")
+        lines.append(f"{r.label:<{width}}{r.ms:>10.{digits}f}{r.fps:>8.2f}{ratio:>9}")
     return lines
 
 

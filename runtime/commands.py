@@ -23,13 +23,16 @@ def bench(
     viewer: bool = typer.Option(False, "--viewer", help="Also measure the viewer (tha.viewer.bench)."),
     puppet: bool = typer.Option(False, "--puppet", help="Also measure puppeteering sources."),
     distill: bool = typer.Option(False, "--distill", help="Also measure distillation steps."),
+    feed: bool = typer.Option(False, "--feed", help="Also measure `tha serve`'s feed: distinct frames/s while "
+                              "talking, with and without interpolation (tha.runtime.feed_bench)."),
 ) -> None:
     """Time every backend on the same random poses: ms/frame, FPS and the ratio to torch fp32."""
     from tqdm import tqdm
 
     from tha.models.character import load_character_model
     from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
-                                   time_backend, time_batch, write_chart)
+                                   time_backend, time_batch, time_blend, write_chart)
+    from tha.runtime.interpolate import can_interpolate
     from tha.runtime.renderer import BACKENDS, open_backend
 
     names = parse_backends(backends, list(BACKENDS))
@@ -41,7 +44,9 @@ def bench(
             rows.append(Row(name, time_backend(backend, poses, warmup)))
             if batch:
                 rows.append(Row(f"{name} batch {batch}", time_batch(backend, poses, batch, max(1, frames // batch))))
-    for kind, wanted in (("viewer", viewer), ("puppet", puppet), ("distill", distill)):
+            if can_interpolate(backend):
+                rows.append(Row(f"{name} blended frame", time_blend(backend, poses, frames)))
+    for kind, wanted in (("viewer", viewer), ("puppet", puppet), ("distill", distill), ("feed", feed)):
         if wanted:
             rows += extra_rows(kind, model_dir, frames)
     import torch

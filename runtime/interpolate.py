@@ -20,6 +20,11 @@ from torch import Tensor
 
 from tha.runtime.colour import tensor_to_rgba8
 
+# How many model-frame times ahead of the clock a live loop poses: the display then always has
+# a model frame on each side of its clock. What it costs: a change of the source's state
+# (emotion, speech) shows this many model frames later; the motion itself is on time.
+AHEAD_FRAMES = 2.0
+
 
 @dataclass(frozen=True)
 class Keyframe:
@@ -75,32 +80,47 @@ def _span(backend, a: Keyframe, b: Keyframe, steps: int) -> Iterator[np.ndarray]
 class Timeline:
     """Model frames stamped with the time of their pose, and the frame at any time between them.
 
-    A live loop renders poses ahead of the clock (the animator's poses are known in advance) and
-    shows ``frame_at(now)``; a time past the newest model frame holds it."""
+    A live loop renders poses ahead of the clock (``render_ahead``) and shows ``frame_at(now)``;
+    a time past the newest model frame holds it."""
 
     def __init__(self, backend, keep: int = 4):
         self.backend = backend
-        self._keys: deque[tuple[float, Keyframe]] = deque(maxlen=keep)
+        self._keys: deque[tuple[float, np.ndarray, Keyframe]] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
     def add(self, when: float, pose: np.ndarray) -> None:
         key = keyframe(self.backend, pose)
         with self._lock:
-            self._keys.append((when, key))
+            self._keys.append((when, np.asarray(pose, dtype=np.float32), key))
+
+    def render_ahead(self, source, now: float, render_seconds: float, step: float) -> np.ndarray:
+        """Render ``source``'s pose of a moment AHEAD_FRAMES model-frame times after ``now`` (and
+        at least ``step`` after the newest model frame); returns that pose. Only for sources
+        whose future poses are known (``PoseSource.predictable``)."""
+        newest = self.newest or now
+        when = max(now + AHEAD_FRAMES * render_seconds, newest + step)
+        pose = source.read(when)
+        self.add(when, pose)
+        return pose
 
     @property
     def newest(self) -> float | None:
         with self._lock:
             return self._keys[-1][0] if self._keys else None
 
-    def frame_at(self, when: float) -> np.ndarray | None:
+    def frame_at(self, when: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(RGBA8 frame, pose it shows) at time ``when``; None before the first model frame."""
         with self._lock:
             keys = list(self._keys)
         if not keys:
             return None
-        if when <= keys[0][0]:
-            return between(self.backend, keys[0][1], keys[0][1], 0.0)
-        for (ta, a), (tb, b) in zip(keys, keys[1:]):
-            if when <= tb:
-                return between(self.backend, a, b, (when - ta) / (tb - ta))
-        return between(self.backend, keys[-1][1], keys[-1][1], 0.0)
+        a, b = keys[0], keys[0]
+        if when > keys[0][0]:
+            a = b = keys[-1]
+            for earlier, later in zip(keys, keys[1:]):
+                if when <= later[0]:
+                    a, b = earlier, later
+                    break
+        t = 0.0 if b[0] <= a[0] else (when - a[0]) / (b[0] - a[0])
+        pose = b[1] if t >= 1.0 else a[1] + (b[1] - a[1]) * np.float32(t)
+        return between(self.backend, a[2], b[2], t), pose

@@ -88,6 +88,8 @@ def register(app: typer.Typer) -> None:
         emotion: str = typer.Option("joy", help="Emotion preset the demo character shows."),
         backend: str = typer.Option("auto", help="Inference backend."),
         device: str = typer.Option("cpu", help="Device for the torch backend."),
+        interpolate: bool = typer.Option(True, help="Pose ahead and show frames blended between model "
+                                         "frames (fastcpu); --no-interpolate: one model frame per shown frame."),
     ) -> None:
         """Open the viewer with the built-in demo character, idling (no download needed)."""
         from tha.runtime.renderer import open_backend
@@ -102,4 +104,4 @@ def register(app: typer.Typer) -> None:
             require_display()
         with open_backend(backend, DEMO_MODEL_DIR, device) as engine:
             run_viewer(engine, source, offscreen=offscreen, max_frames=frames, record=record,
-                       title="tha demo")
+                       title="tha demo", interpolate=interpolate)

@@ -39,7 +39,6 @@ from tha.runtime.sources.animator import Animator, AnimatorSettings, settings_fr
 log = logging.getLogger("tha.serve")
 
 BOUNDARY = "frame"
-AHEAD_FRAMES = 2.0  # how many model-frame times ahead of the clock the render loop poses
 
 
 @dataclass
@@ -188,15 +187,9 @@ class LiveState:
             self.animator.set_mouth(self.microphone.read())
         timeline = self.timeline
         if timeline is not None and timeline.backend is self.backend:
-            # Render ahead: the pose of a moment two model frames from now, so the display loop
-            # always has a model frame on each side of its clock (what it adds: AHEAD_FRAMES
-            # model frames of latency to emotion/talking changes; none for the motion itself).
-            newest = timeline.newest or now
-            when = max(now + AHEAD_FRAMES * self.render_seconds, newest + 1.0 / self.animator.settings.target_fps)
-            pose = self.animator.read(when)
-            self.last_pose = pose
             with self._backend_lock:
-                timeline.add(when, pose)
+                self.last_pose = timeline.render_ahead(self.animator, now, self.render_seconds,
+                                                       1.0 / self.animator.settings.target_fps)
             self.frames_rendered += 1
             self.render_seconds = time.monotonic() - now
             return
@@ -217,7 +210,8 @@ class LiveState:
                 # No backend lock: a blend needs only the timeline's own frames and constants,
                 # and must not wait for the model frame being rendered meanwhile.
                 try:
-                    rgba = timeline.frame_at(began)
+                    shown = timeline.frame_at(began)
+                    rgba = None if shown is None else shown[0]
                     if rgba is not None and not np.array_equal(rgba, self.frame.rgba):
                         self.show(rgba)
                         self.frames_shown += 1

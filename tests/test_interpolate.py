@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tha.runtime.backends.fastcpu import FastCPUBackend
-from tha.runtime.interpolate import interpolated_frames
-from tha.runtime.sources.animator import Animator
+from tha.runtime.interpolate import AHEAD_FRAMES, Timeline, between, interpolated_frames, keyframe
+from tha.runtime.sources.animator import Animator, AnimatorSettings
 
 MIN_PSNR_DB = 35.0
 
@@ -53,3 +53,51 @@ def test_backends_without_fields_render_every_pose():
 
     plain = Plain()
     assert len(list(interpolated_frames(plain, [np.zeros(45)] * 5, 3))) == 5 and plain.calls == 5
+
+
+def test_timeline_blends_between_its_model_frames_and_holds_the_ends(lambda00):
+    backend = FastCPUBackend(lambda00)
+    poses = talking_poses(2.0, 2)
+    timeline = Timeline(backend)
+    assert timeline.frame_at(0.0) is None
+    timeline.add(10.0, poses[0])
+    timeline.add(10.5, poses[1])
+    a, b = keyframe(backend, poses[0]), keyframe(backend, poses[1])
+    frame, pose = timeline.frame_at(10.125)
+    assert np.array_equal(frame, between(backend, a, b, 0.25))
+    np.testing.assert_allclose(pose, poses[0] + 0.25 * (poses[1] - poses[0]), atol=1e-6)
+    for when, want in ((9.0, poses[0]), (10.0, poses[0]), (10.5, poses[1]), (99.0, poses[1])):
+        frame, pose = timeline.frame_at(when)
+        assert np.array_equal(pose, want)
+        assert np.array_equal(frame, np.ascontiguousarray(backend.render(want).host()))
+
+
+def test_render_ahead_poses_the_source_ahead_of_the_clock(lambda00):
+    class Clock:
+        predictable = True
+
+        def __init__(self):
+            self.times: list[float] = []
+
+        def read(self, now: float) -> np.ndarray:
+            self.times.append(now)
+            return np.zeros(45, np.float32)
+
+    timeline, clock = Timeline(FastCPUBackend(lambda00)), Clock()
+    timeline.render_ahead(clock, now=100.0, render_seconds=0.5, step=0.04)
+    timeline.render_ahead(clock, now=100.1, render_seconds=0.5, step=0.04)  # model frames 0.1 s apart
+    timeline.render_ahead(clock, now=100.2, render_seconds=0.01, step=0.04)  # a fast frame: one step on
+    assert clock.times == pytest.approx([100.0 + AHEAD_FRAMES * 0.5, 100.1 + AHEAD_FRAMES * 0.5,
+                                         100.1 + AHEAD_FRAMES * 0.5 + 0.04])
+    assert timeline.newest == pytest.approx(clock.times[-1])
+
+
+def test_animator_read_for_an_earlier_time_does_not_rewind_its_clock():
+    steady, probed = Animator(AnimatorSettings(seed=3)), Animator(AnimatorSettings(seed=3))
+    for a in (steady, probed):
+        a.set_emotion("joy")
+    for t in (0.0, 0.5, 1.0):
+        steady.read(t)
+        probed.read(t)
+        probed.read(t - 0.4)  # a viewer panel reading "now" while the renderer poses ahead
+    np.testing.assert_allclose(probed.read(1.5), steady.read(1.5), atol=1e-6)

@@ -343,11 +343,26 @@ def test_feed_formats_and_one_encoding_per_frame(server):
     assert kind == "image/png" and stored_image.format == "PNG" and stored_image.mode == "RGBA"
     # The feed re-sends a frame it already encoded: byte-identical parts, never more distinct
     # parts than frames rendered meanwhile (+1 for the frame showing when reading began).
-    before = client.get("/api/tha/status").json()["frames_rendered"]
+    def frames_made() -> int:  # model frames and frames blended between them
+        status = client.get("/api/tha/status").json()
+        return status["frames_rendered"] + status["frames_shown"]
+
+    before = frames_made()
     parts = feed_parts(client, "format=webp", 12)
-    after = client.get("/api/tha/status").json()["frames_rendered"]
+    after = frames_made()
     assert len({body for _, body in parts}) <= after - before + 1
     for query, word in (("format=gif", "format"), ("level=12", "level"), ("quality=101", "quality")):
         reply = client.get(f"/api/talkinghead/result_feed?{query}")
         assert reply.status_code == 400 and word in reply.text, reply.text
     assert process.poll() is None
+
+
+def test_feed_bench_counts_the_parts_a_client_receives(server):
+    """`tha bench --feed` reads the real stream: every part counted, a re-sent picture not
+    counted as a new one."""
+    from tha.runtime.feed_bench import count_distinct_parts
+
+    client, _, _ = server
+    parts, distinct = count_distinct_parts(client.base_url.port, 2.0)
+    assert parts >= 10  # sent at the target FPS (25) whatever the render speed
+    assert 1 <= distinct <= parts

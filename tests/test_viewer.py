@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,43 @@ def test_newest_pose_wins(backend, pose, monkeypatch):
     asked = [p.tobytes() for p in backend.asked]
     assert asked[0] == neutral_pose().tobytes()
     assert pose.tobytes() in asked and skipped.tobytes() not in asked
+
+
+def test_animator_is_posed_ahead_and_shown_between_model_frames(lambda00):
+    """With the animator and fastcpu the worker renders model frames ahead of the clock and
+    publishes blended frames at the display rate: more frames shown than rendered, each close
+    to a true render of the pose it shows."""
+    from tha.runtime.backends.fastcpu import FastCPUBackend
+    from tha.runtime.sources.animator import Animator
+    from tha.viewer.worker import RenderWorker
+
+    animator = Animator()
+    animator.set_emotion("joy")
+    worker = RenderWorker(FastCPUBackend(lambda00), animator, display_fps=20.0)
+    assert worker.timeline is not None
+    seen: dict[int, object] = {}
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        while worker.model_frames < 4 and time.monotonic() < deadline and worker.error is None:
+            latest = worker.latest()
+            if latest is not None:
+                seen[latest.serial] = latest
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert worker.error is None and worker.model_frames >= 4
+    assert len(seen) > worker.model_frames, (len(seen), worker.model_frames)
+    shown = seen[max(seen)]
+    truth = FastCPUBackend(lambda00).render(shown.pose).host()
+    assert psnr_rgba(shown.frame.host(), truth) >= 35.0
+    assert RenderWorker(FastCPUBackend(lambda00), animator, interpolate=False).timeline is None
+    assert RenderWorker(FastCPUBackend(lambda00), SliderSource()).timeline is None  # not predictable
+
+
+def psnr_rgba(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path, monkeypatch):

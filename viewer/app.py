@@ -29,7 +29,7 @@ class Viewer:
 
     def __init__(self, backend: Backend, source: PoseSource, *, offscreen: bool = False, overlay: bool = True,
                  title: str = "tha", size: tuple[int, int] = DEFAULT_SIZE, record: Path | None = None,
-                 fps: float = 30.0, screenshot_dir: Path | None = None):
+                 fps: float = 30.0, screenshot_dir: Path | None = None, interpolate: bool = True):
         from tha.viewer.canvas import BACKGROUNDS, Canvas
         from tha.viewer.overlay import Overlay, Readout
 
@@ -51,8 +51,9 @@ class Viewer:
         self.overlay.backgrounds = [b.name for b in BACKGROUNDS]
         self.surface.on_key(self._key)
         self.backend, self.source = backend, source
-        self.worker = RenderWorker(backend, source)
-        self.readout = Readout(backend=backend.name, source=source.name)
+        self.worker = RenderWorker(backend, source, interpolate=interpolate, display_fps=fps)
+        blended = " + blended frames" if self.worker.timeline is not None else ""
+        self.readout = Readout(backend=backend.name + blended, source=source.name)
         self.record, self.fps = record, fps
         self.writer = None
         self.screenshot_dir = Path.cwd() if screenshot_dir is None else Path(screenshot_dir)
@@ -257,12 +258,14 @@ class Viewer:
 
 
 def run_viewer(backend: Backend, source: PoseSource, *, offscreen: bool = False, max_frames: int | None = None,
-               record: Path | None = None, fps: float = 30.0, overlay: bool = True, title: str = "tha") -> None:
+               record: Path | None = None, fps: float = 30.0, overlay: bool = True, title: str = "tha",
+               interpolate: bool = True) -> None:
     """Show ``backend``'s frames for ``source``'s poses until the window closes or
     ``max_frames`` frames showing the character were drawn. Headless or recording runs are
     paced at ``fps``; a window follows the display (capped at 120 Hz where vsync is absent)."""
     period = 1.0 / fps if (offscreen or record is not None) else 1.0 / 120.0
-    with Viewer(backend, source, offscreen=offscreen, overlay=overlay, title=title, record=record, fps=fps) as viewer:
+    with Viewer(backend, source, offscreen=offscreen, overlay=overlay, title=title, record=record, fps=fps,
+                interpolate=interpolate) as viewer:
         next_time = time.perf_counter()
         while not viewer.should_close and (max_frames is None or viewer.frames < max_frames):
             viewer.step()

@@ -27,6 +27,8 @@ def view(
     record: Optional[Path] = typer.Option(None, "--record", help="Write the drawn frames (no panel) to .mp4/.webm/.gif or a folder of PNGs."),
     fps: float = typer.Option(30.0, "--fps", min=1.0, help="Frame rate for --record and --offscreen."),
     no_overlay: bool = typer.Option(False, "--no-overlay", help="Start with the panel hidden."),
+    interpolate: bool = typer.Option(True, help="With the animator source and fastcpu: pose ahead and show "
+                                     "frames blended between model frames at --fps."),
 ) -> None:
     from tha.models.hub import resolve_model
     from tha.runtime.renderer import open_backend
@@ -39,7 +41,7 @@ def view(
     pose_source = make_source(source)
     with open_backend(backend, resolve_model(model_dir), device, precision=precision) as engine:
         run_viewer(engine, pose_source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
-                   overlay=not no_overlay, title=f"tha - {Path(model_dir).name}")
+                   overlay=not no_overlay, title=f"tha - {Path(model_dir).name}", interpolate=interpolate)
     if record is not None:
         typer.echo(f"wrote {record}")
 

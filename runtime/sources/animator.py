@@ -91,6 +91,7 @@ def smoothstep(x: float) -> float:
 
 class Animator(PoseSource):
     name = "animator"
+    predictable = True  # a clock-driven track; what the controls change applies from the next read
 
     def __init__(self, settings: AnimatorSettings | None = None, emotions: Emotions | None = None):
         self._lock = threading.Lock()
@@ -174,8 +175,10 @@ class Animator(PoseSource):
                 self._start = self._last = now
                 self._schedule_blink(now)
                 self._sway_start = self._sway_end = now
+            # A read for an earlier time (a viewer's panel while the renderer poses ahead) must
+            # not rewind the clock, or the next read would ease over the same interval twice.
             dt = max(0.0, now - self._last)
-            self._last = now
+            self._last = max(self._last, now)
             s = self.settings
             self._base += (self._target_pose() - self._base) * self._ease(dt, s.transition_time)
             pose = self._base.copy()

@@ -13,6 +13,9 @@ from tha.models.pose import neutral_pose, pose_from_dict
 
 class PoseSource(ABC):
     name: str = "?"
+    # True where read(t) for a future t is the pose that will hold at t (a clock-driven source
+    # such as the animator): renderers may then pose ahead and interpolate without adding lag.
+    predictable: bool = False
 
     def start(self) -> None:
         """Open sockets, cameras, threads. Idempotent."""
