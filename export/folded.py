@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from tha.models.character import CharacterModel
 from tha.models.poser import FACE_COLS, FACE_ROWS
 from tha.models.student import BodyMorpher, FaceMorpher, SineLayer, position_grid
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 
 def _const(t: Tensor) -> nn.Parameter:
@@ -151,4 +151,4 @@ class FusedStudent(nn.Module):
     def forward(self, pose: Tensor) -> Tensor:
         patch = self.face(pose[:, : self.face_pose_size])
         posed = self.body(paste_patch(self.image, patch), pose)
-        return tensor_to_rgba8(posed[0])
+        return rgba8(posed[0])

@@ -33,13 +33,18 @@ def check_output_path(path: str | Path, what: str = "output") -> Path:
     path = Path(path)
     if path.is_dir():
         raise ThaError(f"{what} {path} is a directory; give a file name, e.g. {path / 'out.png'}")
+    _probe(_existing_ancestor(path, what), what, path)
+    return path
+
+
+def _existing_ancestor(path: Path, what: str) -> Path:
+    """The nearest existing folder above ``path`` (refused when it is a file)."""
     ancestor = path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ThaError(f"{what} {path} lies under {ancestor}, which is a file; choose another path")
-    _probe(ancestor, what, path)
-    return path
+    return ancestor
 
 
 def _probe(directory: Path, what: str, path: Path) -> None:
@@ -58,12 +63,7 @@ def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ThaError(f"{what} {path} is a file; give a directory")
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ThaError(f"{what} {path} lies under {ancestor}, which is a file; choose another path")
-    _probe(ancestor, what, path)
+    _probe(_existing_ancestor(path, what), what, path)
     return path
 
 

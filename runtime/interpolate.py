@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 # How many model-frame times ahead of the clock a live loop poses: the display then always has
 # a model frame on each side of its clock. What it costs: a change of the source's state
@@ -45,7 +45,7 @@ def between(backend, a: Keyframe, b: Keyframe, t: float) -> np.ndarray:
     """The RGBA8 frame a fraction ``t`` of the way from ``a`` to ``b``."""
     image = torch.lerp(a.image, b.image, t)
     fields = torch.lerp(a.fields, b.fields, t)
-    return tensor_to_rgba8(backend.body.compose(image, fields)[0]).numpy()
+    return rgba8(backend.body.compose(image, fields)[0]).numpy()
 
 
 def interpolated_frames(backend, poses: Iterable[np.ndarray], every: int) -> Iterator[np.ndarray]:

@@ -20,7 +20,7 @@ from PIL import Image
 from tha.models.errors import ThaError
 from tha.models.image import load_rgba
 from tha.models.limits import MAX_IMAGE_PIXELS, MAX_JSON_DEPTH, parse_json
-from test_cli_pose import assert_one_line_error, tha
+from cli import assert_one_line_error, tha
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -109,9 +109,8 @@ def test_failed_pose_leaves_the_old_output_untouched(model, tmp_path):
 
 def test_outputs_follow_the_umask(model, tmp_path):
     """Atomic writes go through mkstemp (mode 0600); the finished file gets 0666 less the umask."""
-    result = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "pose", str(model),
-                             "-o", str(tmp_path / "out.png"), "--save-tensor", str(tmp_path / "out.npy")],
-                            capture_output=True, text=True, timeout=600, preexec_fn=lambda: os.umask(0o002))
+    result = tha("pose", model, "-o", tmp_path / "out.png", "--save-tensor", tmp_path / "out.npy",
+                 preexec_fn=lambda: os.umask(0o002))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "out.npy").stat().st_mode & 0o777 == 0o664

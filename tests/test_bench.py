@@ -1,10 +1,7 @@
 """`tha bench`: real backends timed side by side, the table, the chart, the extra rows."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,14 +9,13 @@ from PIL import Image
 
 from tha.models.errors import ThaError
 from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, write_chart
+from cli import tha
 
 
 def test_bench_cli_times_backends_and_writes_a_chart(lambda00_dir, tmp_path):
     chart = tmp_path / "bench.png"
-    proc = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "bench", str(lambda00_dir),
-                           "--backends", "torch,fastcpu", "--frames", "1", "--warmup", "0", "--chart", str(chart)],
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "THA_HOME": str(tmp_path / "home")})
+    proc = tha("bench", lambda00_dir, "--backends", "torch,fastcpu", "--frames", "1", "--warmup", "0",
+               "--chart", chart, env={"THA_HOME": str(tmp_path / "home")})
     assert proc.returncode == 0, proc.stderr
     rows = {m[0]: (float(m[1]), float(m[2]), float(m[3]))
             for m in re.findall(r"^(\S+(?: \S+)*?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", proc.stdout, re.M)}

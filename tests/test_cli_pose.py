@@ -5,8 +5,6 @@ import functools
 import http.server
 import json
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,13 +14,7 @@ import torch
 
 from tha.models.image import load_rgba, tensor_to_rgba
 from tha.models.pose import pose_to_dict
-
-
-def tha(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+from cli import assert_one_line_error, tha
 
 
 def premultiplied(path: Path) -> np.ndarray:
@@ -43,15 +35,6 @@ def assert_rgba_close(ours: np.ndarray, expected: np.ndarray) -> None:
     assert weighted.max() <= 2.0
     visible = (ours[..., 3] > 0) & (expected[..., 3] > 0)
     assert np.mean(np.abs(ours - expected)[visible][:, :3].max(-1) <= 1) >= 0.999
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_pose_png_matches_reference(lambda00_dir, student_reference, tmp_path):

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tha.models.character import load_character_model, model_paths
+from tha.models.image import tensor_to_rgba
 from tha.models.pose import neutral_pose, pose_from_dict
+from tha.models.rig_teacher import RigTeacher
 from tha.runtime.demo_character import draw_character, draw_face_mask
 from tha.runtime.live import DEMO_MODEL_DIR
 from tha.runtime.renderer import open_backend
@@ -60,7 +63,12 @@ def test_demo_student_reproduces_the_character_and_follows_the_pose():
     face_change = np.abs(premultiplied(face) - premultiplied(neutral))
     assert face_change[80:208, 192:320].mean() > max(2.0, 5 * face_change[300:].mean())
     body_change = np.abs(premultiplied(body) - premultiplied(neutral))
-    assert body_change[300:].mean() > 2.0  # the body follows body_z
+    teacher = RigTeacher()
+    image = model.image_tensor()[None]
+    taught = [tensor_to_rgba(teacher.pose(image, torch.from_numpy(p)[None])[0])
+              for p in (neutral_pose(), pose_from_dict({"body_z": 0.8, "head_x": 0.5}))]
+    teacher_change = np.abs(premultiplied(taught[1]) - premultiplied(taught[0]))
+    assert body_change[300:].mean() > 0.7 * teacher_change[300:].mean() > 1.0  # the body follows body_z
 
 
 # Every network attempt (a name lookup or an IP connect) is recorded and refused inside the demo's
@@ -99,3 +107,28 @@ def test_tha_demo_runs_offline_with_no_shared_data(tmp_path):
     frames, _ = read_video(out)
     assert len(frames) >= 3
     assert np.abs(frames[-1][..., :3].astype(int) - 255).mean() > 10  # the character is drawn, not a blank
+
+
+# The committed demo student's scores against the rig teacher (tha.train.extremes), less ~0.5 dB
+# for other CPUs' rounding. Measured 2026-11-29: single parameters and pairs >= 28.97 dB, emotion
+# presets >= 29.72, with a blink >= 29.14, with an open mouth >= 28.64, head and body all at
+# their limits together 20.83 (the warp slightly off, the drawing intact), median 32.15 dB.
+EXTREME_FLOORS_DB = {"=": 28.5, "emotion": 29.2, "+ blink": 28.6, "+ mouth_aaa": 28.1, "head and body": 20.3}
+
+
+@pytest.mark.slow
+def test_demo_student_holds_its_scores_at_every_extreme():
+    from tha.train.extremes import student_psnr_at_extremes
+
+    scores = student_psnr_at_extremes(load_character_model(DEMO_MODEL_DIR))
+
+    def kind(name: str) -> str:
+        for key in ("+ blink", "+ mouth_aaa", "head and body", "emotion", "="):
+            if key in name:
+                return key
+        return "="  # neutral
+
+    for name, value in scores.items():
+        assert value >= EXTREME_FLOORS_DB[kind(name)], (name, value)
+    assert np.median(list(scores.values())) >= 31.5
+    assert sum(value >= 30.0 for value in scores.values()) >= 140  # of 154 poses

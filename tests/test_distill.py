@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,7 @@ from tha.train.distill import distill
 from tha.train.poses import PoseSampler
 from tha.train.samples import psnr
 from tha.train.snapshot import load_snapshot
-
-CLI = [sys.executable, "-c", "from tha.runtime.cli import main; main()"]
-
+from cli import THA
 
 def _images(shared: Path) -> tuple[Path, Path]:
     return shared / "tha4-data/images/lambda_00.png", shared / "tha4-data/images/lambda_00_face_mask.png"
@@ -72,7 +69,7 @@ def _write(path: Path, config: dict) -> Path:
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*THA, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def _one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -137,7 +134,7 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
     config = _tiny(shared, tmp_path / "killed")
     path = _write(tmp_path / "killed.yaml", config)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([*CLI, "distill", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*THA, "distill", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     snapshot = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -362,3 +359,28 @@ def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
     ma, mb = load_character_model(resumed), load_character_model(straight)
     for key, value in mb.face_morpher.state_dict().items():
         torch.testing.assert_close(ma.face_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+
+
+def test_animator_poses_include_what_the_animator_shows():
+    """`poses: animator`: half the poses carry an emotion preset's face, with blinks and mouth
+    shapes over it (the sampler alone never draws a blink under joy's happy_wink), the same
+    poses again from the same generator state."""
+    from tha.models.pose import index_of
+    from tha.runtime.emotions import load_emotions
+    from tha.train.poses import AnimatorPoseSampler, pose_source
+
+    assert isinstance(pose_source("animator", Path), AnimatorPoseSampler)
+    sampler = AnimatorPoseSampler()
+    poses = sampler.sample(400, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(poses, sampler.sample(400, torch.Generator().manual_seed(5)), rtol=0, atol=0)
+    wink, happy = index_of("eye_wink_left"), index_of("eye_happy_wink_left")
+    assert ((poses[:, wink] > 0.2) & (poses[:, happy] > 0.2)).sum() >= 5  # a blink during joy-like emotions
+    assert not ((PoseSampler().sample(400, torch.Generator().manual_seed(5))[:, [wink, happy]] > 0).all(1)).any()
+    eyebrows = slice(0, wink)  # the twelve eyebrow parameters come first
+    presets = torch.from_numpy(np.stack(list(load_emotions().values())))[:, eyebrows].float()
+    presets = presets[presets.abs().sum(1) > 0]  # a preset that moves the eyebrows
+    share = len(presets) / len(load_emotions()) / 2  # half the poses, this share of the presets
+    eyebrows_of_a_preset = (poses[:, None, eyebrows] == presets[None]).all(-1).any(-1).float().mean()
+    assert abs(eyebrows_of_a_preset - share) < 0.1, (eyebrows_of_a_preset, share)
+    rotations = poses[:, index_of("iris_rotation_x"):]
+    assert rotations.abs().sum(1).gt(0).all()  # rotations still drawn for every pose

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,8 @@ from tha.export.verify import (MAX_ABS, MEAN_ABS, MIN_PSNR_DB, UINT8_WITHIN_ONE,
 from tha.models.errors import ThaError
 from tha.models.image import tensor_to_rgba
 from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
-
-THA = [sys.executable, "-c", "from tha.runtime.cli import main; main()"]
-
-
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*THA, *map(str, args)], capture_output=True, text=True, timeout=900,
-                          env={**os.environ, **(env or {})})
-
+from cli import assert_one_line_error
+from cli import tha as run_cli
 
 @pytest.fixture(scope="session")
 def export00(lambda00_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
@@ -156,10 +149,7 @@ def test_parity_bounds_catch_real_errors(export00, lambda00, student_reference):
 # --- bad input: one line, exit 2, no traceback -------------------------------------------
 
 def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and all(n in lines[0] for n in needles), proc.stderr
+    assert_one_line_error(proc, *needles, code=2)
 
 
 def test_missing_and_non_student_dirs_are_refused(tmp_path):

@@ -5,7 +5,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from tha.models.pose import index_of, neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, FaceState
 from tha.runtime.sources.ifacialmocap import (
     MAX_PACKET_BYTES, START_STRING, IFacialMocapSource, PacketError, format_packet, parse_packet)
+from cli import THA, tha
 
 # One frame as the iOS app sends it (v2): every blend shape with _L/_R names, then the bones.
 REAL_V2 = (
@@ -175,8 +175,7 @@ def test_default_listens_on_all_interfaces_so_the_phone_reaches_it():
     from tha.runtime.sources.ifacialmocap import DEFAULT_BIND
 
     assert DEFAULT_BIND == "0.0.0.0" and IFacialMocapSource().bind == DEFAULT_BIND
-    help_text = subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", "puppet", "--help"],
-                               capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"}).stdout
+    help_text = tha("puppet", "--help", timeout=120, env={"COLUMNS": "200"}).stdout
     assert "all interfaces" in " ".join(help_text.split())
 
 
@@ -188,7 +187,7 @@ def test_offscreen_puppet_reports_malformed_packets(tmp_path):
         port = probe.getsockname()[1]
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
     process = subprocess.Popen(
-        [sys.executable, "-c", "from tha.runtime.cli import main; main()", "puppet", str(demo), "--source",
+        [*THA, "puppet", str(demo), "--source",
          "ifacialmocap", "--bind", "127.0.0.1", "--port", str(port), "--offscreen", "--frames", "40",
          "--backend", "torch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"})

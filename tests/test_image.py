@@ -78,11 +78,11 @@ def test_other_sizes_are_centre_cropped_and_resized_with_a_warning(tmp_path):
 def test_alpha_that_rounds_to_zero_is_written_clear():
     """Alpha below half a uint8 step: un-premultiplying would turn float noise into full colour
     (255,0,255,0 on one CPU, 0,0,0,0 on another); the written pixel is (0,0,0,0) on both paths."""
-    from tha.runtime.colour import tensor_to_rgba8
+    from tha.models.image import rgba8
 
     straight = torch.tensor([[1.0, 0.4], [0.0, 0.4], [1.0, 0.4], [0.0015, 2.0 / 255]])  # 2 pixels
     premultiplied = torch.cat([straight[:3] * straight[3:], straight[3:]]) * 2 - 1
     image = premultiplied[:, None, :].expand(4, 3, 2).contiguous()
-    for out in (tensor_to_rgba(image), tensor_to_rgba8(image.float()).numpy()):
+    for out in (tensor_to_rgba(image), rgba8(image.float()).numpy()):
         assert out[:, 0].tolist() == [[0, 0, 0, 0]] * 3
         assert out[0, 1, 3] == 2 and out[0, 1, :3].min() > 100  # visible: colour kept

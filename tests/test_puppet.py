@@ -2,9 +2,7 @@
 and `tha puppet` end to end on lambda_00 driven by a video of a real face."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
 from tha.runtime.sources.arkit import (
     ArkitConverter, ConverterSettings, FaceState, load_profile, map_face, save_profile)
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
+from cli import tha
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -127,9 +126,7 @@ def test_one_euro_removes_jitter_when_still_and_follows_a_fast_move():
 
 
 def _run_tha(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return tha(*args, timeout=timeout, env={"OMP_NUM_THREADS": "2"})
 
 
 def test_puppet_bad_input_is_one_line(lambda00_dir, tmp_path):

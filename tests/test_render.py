@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +12,13 @@ from PIL import Image
 
 from tha.runtime.video import read_video
 from wav import RATE, write_wav
+from cli import tha as run_tha
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 
 def tha(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return run_tha(*args, env={"OMP_NUM_THREADS": "1"})
 
 
 def tone_wav(path: Path, silence: float, tone: float) -> Path:

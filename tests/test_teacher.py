@@ -4,8 +4,6 @@ clear errors for bad teacher files, and the ONNX export."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -18,6 +16,7 @@ from tha.models.errors import ThaError
 from tha.models.poser import Poser
 from tha.models.teacher import (FACE_NETWORKS, NETWORKS, FaceTeacherPoser, TeacherPoser, deterministic_state_dict,
                                 load_manifest, load_teacher_poser, write_teacher_directory)
+from cli import tha as run_cli
 
 TOLERANCE = 1e-6
 FACE_STAGES = ("eyebrow_decomposer_image", "eyebrow_morphing_combiner_image", "face_morpher_image",
@@ -164,11 +163,6 @@ def test_cli_pose_teacher_float64_matches_reference(teacher_dir, reference, tmp_
     written = np.asarray(Image.open(png))
     assert written.shape == (512, 512, 4)
     assert np.array_equal(written, tensor_to_rgba(torch.from_numpy(out)))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_bad_teacher_files_give_one_clear_line(tmp_path, shared, lambda00_dir, states):

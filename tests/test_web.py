@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from tha.export.verify import rgba_parity
 from tha.models.image import load_rgba
 from tha.models.pose import index_of, pose_to_dict
+from cli import assert_one_line_error, tha
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -24,20 +23,6 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
                   # A browser without WebGPU: the page must fall back to WebAssembly and say so.
                   "--disable-features=WebGPU"]
 PAGE_START_S = 240  # model download + WebAssembly compile + the first frame, on a loaded 2-core CPU
-
-
-def tha(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from tha.runtime.cli import main; main()", *args],
-                          capture_output=True, text=True, timeout=900)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_web_export_refuses_a_directory_that_is_not_a_student(tmp_path):

@@ -99,7 +99,8 @@ class DistillConfig:
     # "rig", an upstream teacher directory (the five .pt files), or any character model
     # directory / fetched model name (re-distilling a student into a smaller one).
     teacher: str = ""
-    # "sampler" (uniform over the SPEC ranges) or upstream's pose_dataset.pt.
+    # "sampler" (uniform over the SPEC ranges), "animator" (the sampler mixed with emotion presets,
+    # blinks and mouth shapes, for a character the idle animator drives) or upstream's pose_dataset.pt.
     poses: str = "sampler"
     face_student: FaceStudent = field(default_factory=FaceStudent)
     body_student: BodyStudent = field(default_factory=BodyStudent)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.models.image import rgba_to_tensor
+from tha.models.pose import FACE_SLICE
 from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
 from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
 from tha.train.buffer import ExampleBuffer, draw_order, gather
@@ -143,7 +144,7 @@ class Distiller:
     def face_targets(self, pose: Tensor):
         target = self._teach(self.teacher.face_target, pose).float()
         size = self.config.face.resolution
-        return (pose[:, :39],), {"patch": _shrink(target, size), "mask": _shrink(self.face_mask, size)}
+        return (pose[:, FACE_SLICE],), {"patch": _shrink(target, size), "mask": _shrink(self.face_mask, size)}
 
     def body_targets(self, pose: Tensor):
         t = self._teach(self.teacher.body_targets, pose)
@@ -190,7 +191,7 @@ class Distiller:
         full = FaceMorpher(face_config(self.config)).to(self.world.device)
         full.load_state_dict(_unwrap(module).state_dict())
         teacher = self._teach(self.teacher.face_target, pose).float()
-        return teacher, full(pose[:, :39])
+        return teacher, full(pose[:, FACE_SLICE])
 
     @torch.no_grad()
     def evaluate_body(self, module: nn.Module, pose: Tensor):
@@ -199,7 +200,7 @@ class Distiller:
         face = FaceMorpher(face_config(self.config)).to(self.world.device)
         face.load_state_dict(self.face.state_dict())
         teacher = self._teach(self.teacher.body_targets, pose).image.float()
-        student = full(paste_face(self.image, face(pose[:, :39])), pose).blended_image
+        student = full(paste_face(self.image, face(pose[:, FACE_SLICE])), pose).blended_image
         return teacher, student
 
     def stages(self) -> list[Stage]:

@@ -2,7 +2,8 @@
 its limits, both sides of paired groups together, every emotion preset, and the animator's
 combinations (a blink or an open mouth during an emotion, head and body turned together).
 
-`python -m tha.train.extremes MODEL_DIR` prints the PSNR of each pose, worst first.
+`python -m tha.train.extremes MODEL_DIR [--worst OUT.png]` prints the PSNR of each pose, worst
+first, and draws the worst ones beside the teacher.
 """
 from __future__ import annotations
 
@@ -43,37 +44,51 @@ def extreme_poses() -> dict[str, np.ndarray]:
 
 
 @torch.inference_mode()
-def student_psnr_at_extremes(model, batch: int = 8) -> dict[str, float]:
-    """{pose name: PSNR (dB, [-1,1] RGBA) of ``model``'s student against the rig teacher}."""
+def student_and_teacher(model, names: list[str], batch: int = 8):
+    """Yield (name, student image, teacher image), (4,512,512) in [-1,1], for extreme poses."""
     from tha.runtime.backends.torch import TorchBackend
 
     backend = TorchBackend(model)
     teacher = RigTeacher()
     image = model.image_tensor()[None]
     poses = extreme_poses()
-    names = list(poses)
-    scores: dict[str, float] = {}
     for start in range(0, len(names), batch):
         chunk = names[start:start + batch]
         want = teacher.pose(image, torch.from_numpy(np.stack([poses[n] for n in chunk])))
         for name, target in zip(chunk, want):
-            scores[name] = psnr(backend.render_tensor(poses[name])[0], target)
-    return scores
+            yield name, backend.render_tensor(poses[name])[0], target
+
+
+def student_psnr_at_extremes(model) -> dict[str, float]:
+    """{pose name: PSNR (dB, [-1,1] RGBA) of ``model``'s student against the rig teacher}."""
+    return {name: psnr(student, teacher)
+            for name, student, teacher in student_and_teacher(model, list(extreme_poses()))}
 
 
 def main(argv: list[str]) -> None:
+    import argparse
+
     from tha.models.character import load_character_model
     from tha.models.errors import ThaError
+    from tha.train.samples import write_samples
 
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m tha.train.extremes MODEL_DIR")
+    parser = argparse.ArgumentParser(prog="python -m tha.train.extremes", description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--worst", type=Path, help="Write teacher | student | difference of the 4 worst poses here.")
+    args = parser.parse_args(argv)
     try:
-        scores = student_psnr_at_extremes(load_character_model(Path(argv[0])))
+        model = load_character_model(args.model_dir)
+        scores = student_psnr_at_extremes(model)
+        ranked = sorted(scores.items(), key=lambda kv: kv[1])
+        for name, value in ranked:
+            print(f"{value:6.2f} dB  {name}")
+        print(f"{len(scores)} poses, worst {ranked[0][1]:.2f} dB, median {np.median(list(scores.values())):.2f} dB")
+        if args.worst is not None:
+            rows = list(student_and_teacher(model, [name for name, _ in ranked[:4]]))
+            write_samples(args.worst, torch.stack([r[2] for r in rows]), torch.stack([r[1] for r in rows]))
+            print(f"wrote {args.worst} ({', '.join(r[0] for r in rows)})")
     except ThaError as err:
         raise SystemExit(f"error: {err}") from None
-    for name, value in sorted(scores.items(), key=lambda kv: kv[1]):
-        print(f"{value:6.2f} dB  {name}")
-    print(f"{len(scores)} poses, worst {min(scores.values()):.2f} dB, median {np.median(list(scores.values())):.2f} dB")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,6 +50,42 @@ class PoseSampler:
         return torch.where(keep, pose, torch.zeros_like(pose)).float()
 
 
+class AnimatorPoseSampler:
+    """Half of the poses as ``PoseSampler`` draws them, half as the idle animator and the sliders'
+    presets make them: an emotion preset's face, a blink (both eye_wink) and a mouth shape of
+    random strength over it, rotations and breathing as the sampler draws them. The sampler
+    shows one eye group at a time, so a blink under "joy" (happy_wink) is never drawn by it."""
+
+    BLINK = [index_of("eye_wink_left"), index_of("eye_wink_right")]
+
+    def __init__(self):
+        from tha.runtime.emotions import load_emotions
+        from tha.runtime.sources.animator import MOUTH_SHAPES
+
+        self.sampler = PoseSampler()
+        self.presets = torch.from_numpy(np.stack(list(load_emotions().values()))).float()
+        self.mouths = [index_of(n) for n in MOUTH_SHAPES]
+        self.expression = slice(0, index_of("iris_rotation_x"))  # everything but rotations and breathing
+
+    def sample(self, n: int, generator: torch.Generator) -> Tensor:
+        pose = self.sampler.sample(n, generator)
+        rows = torch.nonzero(torch.rand(n, generator=generator) < 0.5).flatten()
+        m = len(rows)
+        if m == 0:
+            return pose
+        face = self.presets[torch.randint(len(self.presets), (m,), generator=generator)]
+        strength = torch.rand(m, 2, generator=generator)
+        blinking = torch.rand(m, generator=generator) < 0.5
+        talking = torch.rand(m, generator=generator) < 0.5
+        shape = torch.tensor(self.mouths)[torch.randint(len(self.mouths), (m,), generator=generator)]
+        blink = torch.where(blinking, strength[:, 0], torch.zeros(m))
+        face[:, self.BLINK] = torch.maximum(face[:, self.BLINK], blink[:, None])
+        picked = face[torch.arange(m), shape]
+        face[torch.arange(m), shape] = torch.where(talking, torch.maximum(picked, strength[:, 1]), picked)
+        pose[rows, self.expression] = face[:, self.expression]
+        return pose
+
+
 class PoseDataset:
     """Poses drawn with replacement from a (M,45) tensor file."""
 
@@ -75,5 +112,11 @@ def load_pose_dataset(path: Path) -> PoseDataset:
     return PoseDataset(data)
 
 
-def pose_source(spec: str, resolve) -> PoseSampler | PoseDataset:
-    return PoseSampler() if spec == "sampler" else load_pose_dataset(resolve(spec))
+def pose_source(spec: str, resolve) -> PoseSampler | AnimatorPoseSampler | PoseDataset:
+    """``sampler``, ``animator`` (the sampler mixed with emotion presets, blinks and mouth
+    shapes: a character the idle animator will drive) or a pose tensor file."""
+    if spec == "sampler":
+        return PoseSampler()
+    if spec == "animator":
+        return AnimatorPoseSampler()
+    return load_pose_dataset(resolve(spec))

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tha.models.pose import EYEBROW_SLICE, FACE_NON_EYEBROW_SLICE, ROTATION_SLICE
 from tha.models.teacher.eyebrow_decomposer import EyebrowDecomposer, EyebrowLayers
 from tha.models.teacher.eyebrow_morphing_combiner import EyebrowMorphingCombiner
 from tha.models.teacher.face_morpher import TeacherFaceMorpher
 
 # Where each network looks in the 512x512 image (SPEC "The teacher").
 EYEBROW_ROWS, EYEBROW_COLS = slice(64, 192), slice(192, 320)
-FACE_ROWS, FACE_COLS = slice(32, 224), slice(160, 352)
+FACE_CROP_ROWS, FACE_CROP_COLS = slice(32, 224), slice(160, 352)  # 192 px, not the student's 128 px patch
 EYEBROW_IN_FACE = slice(32, 160)  # the eyebrow crop's place inside the face crop, both axes
-EYEBROW_POSE, FACE_POSE, BODY_POSE = slice(0, 12), slice(12, 39), slice(39, 45)
 
 
 class FaceTeacherPoser(nn.Module):
@@ -76,12 +76,12 @@ class FaceTeacherPoser(nn.Module):
         """Everything after the eyebrow decomposition (no cache here, so it traces cleanly)."""
         n = pose.shape[0]
         background, eyebrow = (t.expand(n, -1, -1, -1) for t in (layers.background_layer, layers.eyebrow_layer))
-        eyebrows = self.eyebrow_morphing_combiner(background, eyebrow, pose[:, EYEBROW_POSE])
-        face_input = image[:, :, FACE_ROWS, FACE_COLS].expand(n, -1, -1, -1).clone()
+        eyebrows = self.eyebrow_morphing_combiner(background, eyebrow, pose[:, EYEBROW_SLICE])
+        face_input = image[:, :, FACE_CROP_ROWS, FACE_CROP_COLS].expand(n, -1, -1, -1).clone()
         face_input[:, :, EYEBROW_IN_FACE, EYEBROW_IN_FACE] = eyebrows.eyebrow_image_no_combine_alpha
-        face = self.face_morpher(face_input, pose[:, FACE_POSE]).image
+        face = self.face_morpher(face_input, pose[:, FACE_NON_EYEBROW_SLICE]).image
         face_morphed_full = image.expand(n, -1, -1, -1).clone()
-        face_morphed_full[:, :, FACE_ROWS, FACE_COLS] = face
+        face_morphed_full[:, :, FACE_CROP_ROWS, FACE_CROP_COLS] = face
         return {
             # Each network's first output, as upstream lists them.
             "eyebrow_decomposer_image": layers.eyebrow_layer.expand(n, -1, -1, -1),
@@ -112,7 +112,7 @@ class TeacherPoser(FaceTeacherPoser):
 
     def body_stages(self, face_morphed_full: Tensor, pose: Tensor) -> dict[str, Tensor]:
         """Body morpher at half resolution, then the upscaler back at 512."""
-        body_pose = pose[:, BODY_POSE]
+        body_pose = pose[:, ROTATION_SLICE]
         half = F.interpolate(face_morphed_full, size=(256, 256), mode="bilinear", align_corners=False)
         body = self.body_morpher(half, body_pose)
         coarse_image = F.interpolate(body.merged, size=(512, 512), mode="bilinear", align_corners=False)

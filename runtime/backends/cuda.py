@@ -20,7 +20,7 @@ from tha.export.folded import FoldedBody, FoldedFace, paste_patch
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 PRECISIONS = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -110,7 +110,7 @@ class CudaBackend(Backend):
         if face:
             self.pasted.copy_(paste_patch(self.image, self.face(pose[:, : self.face_pose_size])))
         self.posed.copy_(self.body(self.pasted, pose))
-        self.rgba.copy_(tensor_to_rgba8(self.posed[0]))
+        self.rgba.copy_(rgba8(self.posed[0]))
 
     def _upload(self, pose: np.ndarray) -> bool:
         """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
@@ -141,7 +141,7 @@ class CudaBackend(Backend):
         patches = vmap(self.face)(p[..., : self.face_pose_size])
         pasted = vmap(paste_patch, in_dims=(None, 0))(self.image, patches)
         posed = vmap(self.body)(pasted, p)
-        out.copy_(vmap(tensor_to_rgba8)(posed[:, 0].float()))
+        out.copy_(vmap(rgba8)(posed[:, 0].float()))
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
         """(N,45) poses -> (N,H,W,4) uint8 frames on the GPU; one graph per N (no face cache)."""

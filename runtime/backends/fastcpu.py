@@ -19,7 +19,7 @@ from torch import Tensor
 from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace, paste_patch
 from tha.models.character import CharacterModel
 from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 
 def upsample2x(x: Tensor, tmp: Tensor, out: Tensor) -> Tensor:
@@ -189,4 +189,4 @@ class FastCPUBackend(Backend):
 
     @torch.inference_mode()
     def render(self, pose: np.ndarray) -> Frame:
-        return Frame(tensor_to_rgba8(self.render_tensor(pose)[0]).numpy())
+        return Frame(rgba8(self.render_tensor(pose)[0]).numpy())

@@ -11,7 +11,7 @@ import torch
 from tha.models.errors import ThaError
 from tha.models.poser import FACE_COLS, FACE_ROWS
 from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 # Our names for the execution providers -> ONNX Runtime's.
 PROVIDERS = {
@@ -78,7 +78,7 @@ class OrtBackend(Backend):
         return torch.from_numpy(self.body.run(None, {"image": image, "pose": pose[None]})[0])
 
     def render(self, pose: np.ndarray) -> Frame:
-        return Frame(tensor_to_rgba8(self.render_tensor(pose)[0]).numpy())
+        return Frame(rgba8(self.render_tensor(pose)[0]).numpy())
 
 
 class OrtFusedBackend(Backend):

@@ -11,7 +11,7 @@ from tha.models.character import CharacterModel
 from tha.models.poser import paste_face
 from tha.runtime.backends.base import Backend, FaceCache, Frame
 from tha.runtime.backends.cuda import exact_fp32
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 
 class TorchBackend(Backend):
@@ -41,4 +41,4 @@ class TorchBackend(Backend):
             return self.body(paste_face(self.image, patch), p).blended_image
 
     def render(self, pose: np.ndarray) -> Frame:
-        return Frame(tensor_to_rgba8(self.render_tensor(pose)[0]))
+        return Frame(rgba8(self.render_tensor(pose)[0]))

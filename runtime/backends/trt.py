@@ -16,7 +16,7 @@ from tha.export.trt_engine import check_engine, current_platform
 from tha.models.errors import ThaError
 from tha.models.poser import FACE_COLS, FACE_ROWS
 from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.runtime.colour import tensor_to_rgba8
+from tha.models.image import rgba8
 
 
 def _cudart():
@@ -104,6 +104,6 @@ class TrtBackend(Backend):
     def render(self, pose: np.ndarray) -> Frame:
         frame = self.render_tensor(pose)
         with torch.cuda.stream(self.stream):
-            rgba = tensor_to_rgba8(frame[0].float())
+            rgba = rgba8(frame[0].float())
         self._sync()
         return Frame(rgba)
