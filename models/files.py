@@ -53,7 +53,8 @@ def _probe(directory: Path, what: str, path: Path) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".tha-probe.", dir=directory)
     except OSError as err:
-        raise ThaError(f"{what} {path}: cannot write in {directory} ({err.strerror}); choose another path") from None
+        raise ThaError(f"{what} {path}: cannot write in {directory}, it is not writable ({err.strerror}); "
+                       "choose another path") from None
     os.close(fd)
     os.unlink(probe)
 

@@ -97,12 +97,10 @@ def _constant(text: str):
     raise ValueError(f"{text} is not a number JSON allows")
 
 
-def parse_json(data: bytes | str, what: str, max_bytes: int | None = None) -> Any:
-    """json.loads with the limits: size, nesting depth, digits per number, no NaN/Infinity.
-    Every failure is one ThaError naming ``what``."""
+def parse_json(data: bytes | str, what: str) -> Any:
+    """json.loads with the limits: nesting depth, digits per number, no NaN/Infinity (callers
+    bound the size before reading). Every failure is one ThaError naming ``what``."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise ThaError(f"{what} is {len(raw):,} bytes, over the limit of {max_bytes:,}")
     depth = json_depth(raw)
     if depth > MAX_JSON_DEPTH:
         raise ThaError(f"{what} nests {depth} levels deep, over the limit of {MAX_JSON_DEPTH}; "

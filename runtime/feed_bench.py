@@ -19,7 +19,7 @@ FEED = "/api/talkinghead/result_feed"
 WARMUP_S = 8.0  # the first model frames (allocations, face cache) are not what a session sees
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -76,7 +76,7 @@ def count_distinct_parts(port: int, seconds: float) -> tuple[int, int]:
 
 def feed_fps(model_dir: Path, seconds: float, interpolate: bool, emotion: str = "joy") -> float:
     """Distinct frames per second of the feed while talking with ``emotion``."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-c", "from tha.runtime.cli import main; main()", "serve", str(model_dir),
                "--port", str(port), *([] if interpolate else ["--no-interpolate"])]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -53,18 +53,11 @@ class ServeConfig:
     interpolate: bool = True  # model frames rendered ahead, display-rate frames between (fastcpu)
 
 
-def encode_png(rgba: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    # Level 1: a stream wants speed; the size barely changes on flat anime art.
-    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
 @dataclass(frozen=True)
 class FeedFormat:
     """How result_feed encodes a frame (query parameters ``format``, ``level``, ``quality``)."""
     kind: str = "png"  # png or webp
-    level: int = 1  # PNG zlib level 0-9: 0 = fastest, biggest
+    level: int = 1  # PNG zlib level 0-9; 1: a stream wants speed, and flat anime art barely shrinks more
     quality: int = 80  # WebP quality 0-100; 100 = lossless
 
     @property
@@ -73,8 +66,6 @@ class FeedFormat:
 
 
 def encode_frame(rgba: np.ndarray, fmt: FeedFormat) -> bytes:
-    if fmt.kind == "png" and fmt.level == 1:
-        return encode_png(rgba)
     buffer = io.BytesIO()
     image = Image.fromarray(rgba, "RGBA")
     if fmt.kind == "png":
@@ -221,14 +212,9 @@ class LiveState:
             self._stop.wait(max(spare, 0.001))
 
     def show(self, rgba: np.ndarray) -> None:
-        self.frame = EncodedFrame(rgba)
-        self.frame.get(FeedFormat())  # the default encoding, off the event loop
+        self.frame = EncodedFrame(rgba)  # encoded on demand, once per format (feed clients)
         for sink in self.sinks:
             sink(rgba)
-
-    @property
-    def latest_png(self) -> bytes:
-        return self.frame.get(FeedFormat())
 
     def load_image(self, data: bytes) -> str:
         """Switch to the trained student of this image if there is one; else keep the model."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tha.export.verify import psnr as psnr_of
 from tha.runtime.backends.fastcpu import FastCPUBackend
 from tha.runtime.interpolate import AHEAD_FRAMES, Timeline, between, interpolated_frames, keyframe
 from tha.runtime.sources.animator import Animator, AnimatorSettings
@@ -13,8 +14,7 @@ MIN_PSNR_DB = 35.0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return psnr_of(a, b, 255.0)
 
 
 def talking_poses(fps: float, count: int, start: float = 3.0) -> list[np.ndarray]:

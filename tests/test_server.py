@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tha.runtime.feed_bench import free_port
+
 httpx = pytest.importorskip("httpx")
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 ST_JSON_HEADERS = {"Content-Type": "application/json", "Bypass-Tunnel-Reminder": "bypass"}
 STILL = {"blink_strength": 0, "breathing_strength": 0, "sway_macro_strength": 0, "sway_micro_strength": 0,
          "transition_time": 0, "mouth_smoothing": 0}
-
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -61,28 +55,10 @@ def server(tmp_path_factory):
 
 
 def read_parts(client, count: int) -> list[bytes]:
-    """``count`` parts of result_feed, split on the boundary as a browser's <img> does."""
-    parts: list[bytes] = []
-    buffer = b""
-    with client.stream("GET", "/api/talkinghead/result_feed") as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
-        for chunk in response.iter_bytes():
-            buffer += chunk
-            while True:
-                start = buffer.find(b"--frame\r\n")
-                end = buffer.find(b"--frame\r\n", start + 1)
-                if start < 0 or end < 0:
-                    break
-                head, _, body = buffer[start + len(b"--frame\r\n"): end].partition(b"\r\n\r\n")
-                headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
-                assert headers["Content-Type"] == "image/png"
-                assert body.endswith(b"\r\n") and int(headers["Content-Length"]) == len(body) - 2
-                parts.append(body[:-2])
-                buffer = buffer[end:]
-            if len(parts) >= count:
-                return parts[:count]
-    raise AssertionError("result_feed ended early")
+    """``count`` PNG parts of result_feed as SillyTavern's <img> asks for it (no query)."""
+    parts = feed_parts(client, "", count)
+    assert all(kind == "image/png" for kind, _ in parts)
+    return [body for _, body in parts]
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -306,17 +282,19 @@ def test_status_answers_while_the_slowest_request_runs(server):
 
 
 def feed_parts(client, query: str, count: int) -> list[tuple[str, bytes]]:
-    """``count`` (content type, body) parts of result_feed with a query string."""
+    """``count`` (content type, body) parts of result_feed with a query string, split on the
+    boundary as a browser's <img> does."""
     parts: list[tuple[str, bytes]] = []
     buffer = b""
     with client.stream("GET", f"/api/talkinghead/result_feed?{query}") as response:
         assert response.status_code == 200
+        assert response.headers["content-type"] == "multipart/x-mixed-replace; boundary=frame"
         for chunk in response.iter_bytes():
             buffer += chunk
             while (start := buffer.find(b"--frame\r\n")) >= 0 and (end := buffer.find(b"--frame\r\n", start + 1)) >= 0:
                 head, _, body = buffer[start + len(b"--frame\r\n"): end].partition(b"\r\n\r\n")
                 headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n"))
-                assert int(headers["Content-Length"]) == len(body) - 2
+                assert body.endswith(b"\r\n") and int(headers["Content-Length"]) == len(body) - 2
                 parts.append((headers["Content-Type"], body[:-2]))
                 buffer = buffer[end:]
             if len(parts) >= count:

@@ -222,6 +222,7 @@ def test_animator_is_posed_ahead_and_shown_between_model_frames(lambda00):
     """With the animator and fastcpu the worker renders model frames ahead of the clock and
     publishes blended frames at the display rate: more frames shown than rendered, each close
     to a true render of the pose it shows."""
+    from tha.export.verify import psnr
     from tha.runtime.backends.fastcpu import FastCPUBackend
     from tha.runtime.sources.animator import Animator
     from tha.viewer.worker import RenderWorker
@@ -245,14 +246,9 @@ def test_animator_is_posed_ahead_and_shown_between_model_frames(lambda00):
     assert len(seen) > worker.model_frames, (len(seen), worker.model_frames)
     shown = seen[max(seen)]
     truth = FastCPUBackend(lambda00).render(shown.pose).host()
-    assert psnr_rgba(shown.frame.host(), truth) >= 35.0
+    assert psnr(shown.frame.host(), truth, 255.0) >= 35.0
     assert RenderWorker(FastCPUBackend(lambda00), animator, interpolate=False).timeline is None
     assert RenderWorker(FastCPUBackend(lambda00), SliderSource()).timeline is None  # not predictable
-
-
-def psnr_rgba(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path, monkeypatch):

@@ -8,7 +8,6 @@ the same global batch and trains on its own slice; rank 0 writes everything.
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
+from tha.models.files import check_output_dir
 from tha.models.image import rgba_to_tensor
 from tha.models.pose import FACE_SLICE
 from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
@@ -257,7 +257,7 @@ class Distiller:
         tqdm.write(f"student as initialised: held-out PSNR {value:.2f} dB")
 
     def _start(self, resume: bool) -> dict | None:
-        check_output(self.output)
+        check_output_dir(self.output, "prefix")
         snapshot = load_snapshot(self.output)
         if resume and snapshot is None:
             raise ThaError(f"--resume: no {SNAPSHOT} in {self.output}; start without --resume")
@@ -459,15 +459,6 @@ def _mean_over_ranks(value: Tensor, world: World) -> float:
 
 def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.detach().cpu() for k, v in state.items()}
-
-
-def check_output(path: Path) -> None:
-    """The run's folder must be (or be creatable as) a writable folder: one line, before any work."""
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ThaError(f"prefix {path}: {existing} is a file, not a folder; set `prefix` to a folder path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ThaError(f"prefix {path}: {existing} is not writable; set `prefix` to a folder you can write")
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

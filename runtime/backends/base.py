@@ -67,12 +67,23 @@ class FaceCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, pose: np.ndarray, compute):
+    def changed(self, pose: np.ndarray) -> bool:
+        """Whether pose[:face_pose_size] differs from the previous call's (counted as a miss and
+        remembered). For engines whose face output buffer is itself the cache (TensorRT, CUDA graphs)."""
         key = np.ascontiguousarray(pose[: self.face_pose_size], dtype=np.float32).tobytes()
-        if key != self._key:
-            self._patch = compute(pose)
-            self._key = key
-            self.misses += 1
-        else:
+        if key == self._key:
             self.hits += 1
+            return False
+        self._key = key
+        self.misses += 1
+        return True
+
+    def get(self, pose: np.ndarray, compute):
+        """The patch for ``pose``: ``compute(pose)`` on a miss, the kept one otherwise."""
+        if self.changed(pose):
+            try:
+                self._patch = compute(pose)
+            except BaseException:
+                self._key = None  # never pair this face pose with the previous patch
+                raise
         return self._patch

@@ -116,9 +116,7 @@ class CudaBackend(Backend):
         """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
         pose = np.ascontiguousarray(pose, dtype=np.float32).reshape(1, -1)
         self.pose.copy_(torch.from_numpy(pose), non_blocking=True)
-        misses = self.face_cache.misses
-        self.face_cache.get(pose[0], lambda _: None)
-        return self.face_cache.misses != misses
+        return self.face_cache.changed(pose[0])
 
     def render(self, pose: np.ndarray) -> Frame:
         (self._full if self._upload(pose) else self._body_only).replay()

@@ -82,16 +82,16 @@ class TrtBackend(Backend):
         if int(err) != 0:
             raise ThaError(f"CUDA error {err} while rendering; check the GPU with `tha doctor`")
 
-    def _patch(self, pose: torch.Tensor) -> bool:
+    def _patch(self, pose: torch.Tensor) -> None:
         self.face.tensors["pose"].copy_(pose[:, : self.face_pose_size])
         self.face.run(self.stream)
-        return True
 
     def render_tensor(self, pose: np.ndarray) -> torch.Tensor:
         with torch.cuda.stream(self.stream):
             p = torch.from_numpy(np.asarray(pose, dtype=np.float32)[None]).to("cuda", non_blocking=True)
             # The face engine's output tensor *is* the cache: it is only overwritten on a miss.
-            self.face_cache.get(pose, lambda _: self._patch(p))
+            if self.face_cache.changed(pose):
+                self._patch(p)
             image = self.body.tensors["image"]
             image.copy_(self.image)
             image[:, :, FACE_ROWS, FACE_COLS] = self.face.tensors["patch"]
