@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from tqdm import tqdm
 
 from tha.export.fp16 import gemms_to_fp16
 from tha.export.onnx_graphs import GRAPHS, OPSET, export_graph, graph_file, graph_specs
-from tha.export.verify import Parity, random_poses, torch_reference, verify_graphs
+from tha.export.verify import Parity, random_poses, torch_stages, verify_graphs
 from tha.models.character import MODEL_FILE, CharacterModel, load_character_model, model_paths
 from tha.models.errors import ThaError
 from tha.models.files import atomic_directory, atomic_write_bytes, atomic_write_text, check_output_dir
 from tha.models.limits import parse_json
+
+log = logging.getLogger(__name__)
 
 EXPORT_FILE = "export.json"
 
@@ -105,7 +108,7 @@ def export_student(model_dir: Path, out_dir: Path, options: ExportOptions) -> Ex
 
 def verify(model: CharacterModel, out_dir: Path, options: ExportOptions) -> list[Parity]:
     poses = random_poses(options.verify_poses, seed=1234)
-    reference = torch_reference(model, poses)
+    reference = torch_stages(model, poses)
     parity = verify_graphs(model, out_dir, poses, False, reference)
     if options.fp16:
         parity += verify_graphs(model, out_dir, poses, True, reference)
@@ -192,6 +195,6 @@ def ensure_exported(model_dir: Path) -> Path:
                        f"`tha export {model_dir} --onnx`")
     if out_dir.is_dir():
         shutil.rmtree(out_dir)  # our own cache, keyed by the weights' hash, and not usable
-    print(f"exporting {model_dir} to {out_dir} (once; `tha export` does this explicitly)")
+    log.info("exporting %s to %s (once; `tha export` does this explicitly)", model_dir, out_dir)
     export_student(model_dir, out_dir, ExportOptions(verify_poses=0))
     return out_dir

@@ -9,7 +9,7 @@ What changes against ``tha.models.student`` (and why it is still the same functi
   conv: the feature term W_f @ up(x) is computed as up(W_f @ x) at the coarser level, 4x
   fewer multiply-adds;
 - 1x1 convs are matmuls on (C, H*W) for batch 1: the layout GEMMs want, no reorders;
-- the warp's identity grid is a constant.
+- the warp's identity grid is a constant (no AffineGrid in the graph).
 Static shapes, batch 1: this is what ``tha export`` traces and what the fast CPU backend runs.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tha.models.character import CharacterModel
-from tha.models.poser import FACE_COLS, FACE_ROWS
-from tha.models.student import BodyMorpher, FaceMorpher, SineLayer, position_grid
+from tha.models.poser import paste_face
+from tha.models.student import BodyMorpher, FaceMorpher, SineLayer, compose, position_grid
 from tha.models.image import rgba8
 
 
@@ -114,27 +114,22 @@ class FoldedBody(nn.Module):
                                           c.level_sizes[i - 1] if i else 0))
             self.levels.append(_hidden(layers[1:]))
         self.last = Dense(body.last_linear, sine=False)
-        base = position_grid(c.image_size).permute(0, 2, 3, 1)  # (1,S,S,2) identity sampling grid
-        self.identity_grid = _const(base)
+        self.identity = _const(position_grid(c.image_size))  # (1,2,S,S): where each pixel samples unwarped
 
-    def forward(self, image: Tensor, pose: Tensor) -> Tensor:
+    def fields(self, pose: Tensor) -> Tensor:
+        """The morpher's raw output (1,7,S,S): grid change (2), alpha (1), colour change (4)."""
         x = None
         for first, hidden in zip(self.firsts, self.levels):
             x = first(pose, x)
             for layer in hidden:
                 x = layer(x)
-        out = self.last(x).reshape(1, -1, self.size, self.size)
-        grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
-        grid = self.identity_grid + grid_change.permute(0, 2, 3, 1)
-        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return (1 - alpha) * warped + alpha * color_change
+        return self.last(x).reshape(1, -1, self.size, self.size)
 
+    def compose(self, image: Tensor, fields: Tensor) -> Tensor:
+        return compose(image, fields, self.identity).blended_image
 
-def paste_patch(image: Tensor, patch: Tensor) -> Tensor:
-    """The face patch into the image by concatenation (no scatter: every runtime has Concat)."""
-    rows, cols = FACE_ROWS, FACE_COLS
-    middle = torch.cat([image[:, :, rows, : cols.start], patch, image[:, :, rows, cols.stop:]], dim=3)
-    return torch.cat([image[:, :, : rows.start], middle, image[:, :, rows.stop:]], dim=2)
+    def forward(self, image: Tensor, pose: Tensor) -> Tensor:
+        return self.compose(image, self.fields(pose))
 
 
 class FusedStudent(nn.Module):
@@ -150,5 +145,5 @@ class FusedStudent(nn.Module):
 
     def forward(self, pose: Tensor) -> Tensor:
         patch = self.face(pose[:, : self.face_pose_size])
-        posed = self.body(paste_patch(self.image, patch), pose)
+        posed = self.body(paste_face(self.image, patch), pose)
         return rgba8(posed[0])

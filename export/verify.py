@@ -11,7 +11,7 @@ import torch
 from tha.models.character import CharacterModel
 from tha.models.image import tensor_to_rgba
 from tha.models.pose import POSE_PARAMETERS
-from tha.models.poser import StudentPoser
+from tha.models.poser import StudentPoser, paste_face
 
 # fp32 bounds in the [-1,1] space; uint8 output: within 1 of the reference on 99.9% of pixels.
 MAX_ABS = 2e-3
@@ -29,11 +29,19 @@ def random_poses(n: int, seed: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def torch_reference(model: CharacterModel, poses: np.ndarray) -> torch.Tensor:
-    """(N,4,512,512) blended images from the PyTorch student, one pose at a time."""
+def torch_stages(model: CharacterModel, poses: np.ndarray) -> dict[str, torch.Tensor]:
+    """The PyTorch student's face patches (N,4,128,128), face-pasted images and blended images
+    (N,4,512,512), one pose at a time."""
     poser = StudentPoser.from_model(model).eval()
     image = model.image_tensor()[None]
-    return torch.cat([poser.pose(image, torch.from_numpy(p[None])) for p in poses])
+    stages = [poser.stages(image, torch.from_numpy(p[None])) for p in poses]
+    patches = torch.cat([s["face_morpher_output"] for s in stages])
+    return {"patch": patches, "pasted": paste_face(image, patches), "image": torch.cat([s["image"] for s in stages])}
+
+
+def torch_reference(model: CharacterModel, poses: np.ndarray) -> torch.Tensor:
+    """(N,4,512,512) blended images from the PyTorch student."""
+    return torch_stages(model, poses)["image"]
 
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, peak: float) -> float:
@@ -83,15 +91,21 @@ def rgba_parity(graph: str, got: np.ndarray, want: np.ndarray, fp16: bool) -> Pa
 
 
 def verify_graphs(model: CharacterModel, export_dir: Path, poses: np.ndarray, fp16: bool,
-                  reference: torch.Tensor | None = None) -> list[Parity]:
-    """Run the exported two-graph and fused forms on ``poses``; compare with PyTorch."""
-    from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
+                  reference: dict[str, torch.Tensor] | None = None) -> list[Parity]:
+    """Each exported graph against its PyTorch counterpart on ``poses``: face.onnx against the
+    face morpher, body.onnx against the body morpher given the same face-pasted image, and
+    student.onnx's RGBA against the reference frames."""
+    from tha.export.onnx_graphs import graph_file
+    from tha.export.sessions import open_session
 
-    want = torch_reference(model, poses) if reference is None else reference
-    split = OrtBackend(model.image_tensor(), export_dir, "cpu", fp16)
-    fused = OrtFusedBackend(export_dir, "cpu", fp16)
-    got = torch.cat([split.render_tensor(p) for p in poses])
-    got_rgba = np.stack([fused.render(p).host() for p in poses])
-    want_rgba = np.stack([tensor_to_rgba(w) for w in want])
+    want = torch_stages(model, poses) if reference is None else reference
+    face, body, student = (open_session(export_dir / graph_file(name, fp16)) for name in ("face", "body", "student"))
+    face_pose = model.face_morpher.config.pose_size
+    patches = [face.run(None, {"pose": p[None, :face_pose]})[0] for p in poses]
+    images = [body.run(None, {"image": pasted[None].numpy(), "pose": p[None]})[0]
+              for pasted, p in zip(want["pasted"], poses)]
+    rgba = np.stack([student.run(None, {"pose": p[None]})[0] for p in poses])
     tag = " fp16" if fp16 else ""
-    return [tensor_parity(f"face+body{tag}", got, want, fp16), rgba_parity(f"student{tag}", got_rgba, want_rgba, fp16)]
+    return [tensor_parity(f"face{tag}", torch.from_numpy(np.concatenate(patches)), want["patch"], fp16),
+            tensor_parity(f"body{tag}", torch.from_numpy(np.concatenate(images)), want["image"], fp16),
+            rgba_parity(f"student{tag}", rgba, np.stack([tensor_to_rgba(w) for w in want["image"]]), fp16)]

@@ -1,10 +1,30 @@
-"""`tha pose`, `tha info`, `tha models fetch`."""
+"""`tha pose`, `tha info`, `tha models fetch|list`, `tha teacher pose|random-weights`."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
+
+from tha.runtime.options import Device
+
+
+class DtypeChoice(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+# Options `tha pose` and `tha teacher pose` share: the same pose in, the same files out.
+SetValues = Annotated[List[str], typer.Option("--set", help="NAME=VALUE, repeatable, applied after --pose-file.")]
+PoseFile = Annotated[Optional[Path], typer.Option("--pose-file", help="JSON object of parameter name -> value.")]
+Output = Annotated[Path, typer.Option("-o", "--output", help="PNG to write (straight-alpha RGBA).")]
+SaveTensor = Annotated[Optional[Path], typer.Option(
+    "--save-tensor", help="Also write the raw (4,512,512) [-1,1] output as .npy.")]
+StrictRange = Annotated[bool, typer.Option(
+    "--strict-range", help="Refuse out-of-range values instead of clamping them with a warning.")]
+Dtype = Annotated[DtypeChoice, typer.Option(
+    "--dtype", help="Floating-point type torch computes in (float64 for comparisons with references).")]
 
 
 def _pose_vector(assignments: list[str], pose_file: Optional[Path], strict_range: bool):
@@ -14,65 +34,67 @@ def _pose_vector(assignments: list[str], pose_file: Optional[Path], strict_range
     return parse_assignments(assignments, base=base, clamp=not strict_range)
 
 
-def pose(
-    model_dir: Optional[Path] = typer.Argument(None, help="Character model directory (or a fetched name like lambda_00)."),
-    set_: List[str] = typer.Option([], "--set", help="NAME=VALUE, repeatable, applied after --pose-file."),
-    pose_file: Optional[Path] = typer.Option(None, "--pose-file", help="JSON object of parameter name -> value."),
-    output: Path = typer.Option(Path("posed.png"), "-o", "--output", help="PNG to write (straight-alpha RGBA)."),
-    save_tensor: Optional[Path] = typer.Option(None, "--save-tensor", help="Also write the raw (4,512,512) [-1,1] output as .npy."),
-    strict_range: bool = typer.Option(False, "--strict-range", help="Refuse out-of-range values instead of clamping them with a warning."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Pose with the full THA4 teacher from this directory of upstream .pt files."),
-    image: Optional[Path] = typer.Option(None, "--image", help="Character PNG for --teacher (or a (4,512,512) .npy tensor as --save-tensor writes)."),
-    dtype: str = typer.Option("float32", "--dtype", help="float32 or float64 (teacher)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-) -> None:
-    """Render one posed frame to a PNG."""
+def _check_outputs(output: Path, save_tensor: Optional[Path]) -> None:
+    """Before any work: a bad path costs nothing."""
+    from tha.models.files import check_output_path
+
+    check_output_path(output, "-o")
+    if save_tensor is not None:
+        check_output_path(save_tensor, "--save-tensor")
+
+
+def _torch_dtype(dtype: DtypeChoice):
+    import torch
+
+    return getattr(torch, dtype.value)
+
+
+def _pose_and_write(poser, source, pose_vec, device: str, dtype, output: Path, save_tensor: Optional[Path]) -> None:
+    """Pose ``source`` (C,H,W) with ``poser`` and write the PNG (and the raw tensor)."""
     import numpy as np
     import torch
 
-    from tha.models.errors import ThaError
+    from tha.models.files import atomic_path
     from tha.models.image import save_png, tensor_to_rgba
 
-    from tha.models.files import check_output_path
-
-    check_output_path(output, "-o")  # before any work: a bad path costs nothing
-    if save_tensor is not None:
-        check_output_path(save_tensor, "--save-tensor")
-    pose_vec = _pose_vector(set_, pose_file, strict_range)
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)
-    if torch_dtype is None:
-        raise ThaError(f"--dtype {dtype} is not supported; use float32 or float64")
-    if teacher is not None:
-        from tha.models.teacher import load_teacher_image, load_teacher_poser
-
-        if image is None:
-            raise ThaError("--teacher needs --image CHARACTER.png")
-        poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
-        source = load_teacher_image(image, torch_dtype)
-    else:
-        if model_dir is None:
-            raise ThaError("give a MODEL_DIR (or --teacher DIR --image PNG)")
-        from tha.models.character import load_character_model
-        from tha.models.hub import resolve_model
-        from tha.models.poser import StudentPoser
-
-        model = load_character_model(resolve_model(model_dir))
-        poser = StudentPoser.from_model(model).to(device, torch_dtype)
-        source = model.image_tensor(torch_dtype)
     with torch.no_grad():
-        out = poser.pose(source[None].to(device), torch.from_numpy(pose_vec)[None].to(device, torch_dtype))[0].cpu()
+        pose = torch.from_numpy(pose_vec)[None].to(device, dtype)
+        out = poser.pose(source[None].to(device), pose)[0].cpu()
     save_png(output, tensor_to_rgba(out))
     if save_tensor is not None:
-        from tha.models.files import atomic_path
-
         with atomic_path(save_tensor) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, out.numpy())
     typer.echo(f"wrote {output}")
 
 
+def pose(
+    model_dir: Path = typer.Argument(..., help="Character model directory (or a fetched name like lambda_00)."),
+    set_: SetValues = [],
+    pose_file: PoseFile = None,
+    output: Output = Path("posed.png"),
+    save_tensor: SaveTensor = None,
+    strict_range: StrictRange = False,
+    dtype: Dtype = DtypeChoice.float32,
+    device: Device = "cpu",
+) -> None:
+    """Render one posed frame of a student to a PNG."""
+    from tha.models.character import load_character_model
+    from tha.models.hub import resolve_model
+    from tha.models.poser import StudentPoser
+
+    _check_outputs(output, save_tensor)
+    pose_vec = _pose_vector(set_, pose_file, strict_range)
+    torch_dtype = _torch_dtype(dtype)
+    model = load_character_model(resolve_model(model_dir))
+    poser = StudentPoser.from_model(model).to(device, torch_dtype)
+    _pose_and_write(poser, model.image_tensor(torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
+
+
 def info(model_dir: Path = typer.Argument(..., help="Character model directory or fetched name.")) -> None:
-    """Describe a character model: files, network sizes, image check, and the 45 parameters."""
+    """Describe a character model: files, networks, image, parameters.
+
+    File sizes, network sizes and settings, an image check, and the 45 pose parameters."""
     from rich.console import Console
     from rich.table import Table
 
@@ -100,7 +122,7 @@ def info(model_dir: Path = typer.Argument(..., help="Character model directory o
     console.print(table)
 
 
-models_app = typer.Typer(no_args_is_help=True, help="Download upstream's public student models.")
+models_app = typer.Typer(no_args_is_help=True, help="Upstream's public student models: fetch, list.")
 
 
 @models_app.command("fetch")
@@ -109,7 +131,9 @@ def fetch(
     cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Where models live (default: ~/.cache/tha/models, or $THA_HOME/models)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from (default: upstream; $THA_MODELS_URL)."),
 ) -> None:
-    """Download a model into the cache (verified by sha256) and print its directory."""
+    """Download a model into the cache and print its directory.
+
+    Every file is verified by its sha256."""
     from tha.models.hub import fetch_model
 
     target = fetch_model(name, cache, base_url, progress=lambda f, n: typer.echo(f"  {f} ({n / 1e6:.2f} MB)", err=True))
@@ -126,7 +150,7 @@ def list_models() -> None:
         typer.echo(f"{name}\t{'downloaded' if present else 'not downloaded'}\t{cache_dir() / name}")
 
 
-teacher_app = typer.Typer(no_args_is_help=True, help="THA4 teacher utilities.")
+teacher_app = typer.Typer(no_args_is_help=True, help="The THA4 teacher: pose, export, random weights.")
 
 
 @teacher_app.command("random-weights")
@@ -134,7 +158,9 @@ def random_weights(
     directory: Path = typer.Argument(..., help="Folder to write eyebrow_decomposer.pt … upscaler.pt into."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="teacher_state_dict_manifest.json to take keys and shapes from (default: our own networks, which match it)."),
 ) -> None:
-    """Write a teacher with the SPEC's deterministic weights (not a trained teacher: its images are noise)."""
+    """Write a teacher with the SPEC's deterministic weights.
+
+    For conformance work: it is not a trained teacher, and its images are noise."""
     from tha.models.teacher import NETWORKS, deterministic_state_dict, load_manifest, write_teacher_directory
 
     entries = load_manifest(manifest) if manifest is not None else {}
@@ -143,6 +169,28 @@ def random_weights(
         states[name] = deterministic_state_dict(name, entries.get(name))
         typer.echo(f"  {name}.pt ({sum(v.numel() for v in states[name].values()):,} values)", err=True)
     typer.echo(str(write_teacher_directory(directory, states)))
+
+
+@teacher_app.command("pose")
+def teacher_pose(
+    teacher: Path = typer.Argument(..., help="Directory of upstream's teacher .pt files."),
+    image: Path = typer.Argument(..., help="Character PNG (or a (4,512,512) .npy tensor as --save-tensor writes)."),
+    set_: SetValues = [],
+    pose_file: PoseFile = None,
+    output: Output = Path("posed.png"),
+    save_tensor: SaveTensor = None,
+    strict_range: StrictRange = False,
+    dtype: Dtype = DtypeChoice.float32,
+    device: Device = "cpu",
+) -> None:
+    """Render one posed frame with the THA4 teacher to a PNG."""
+    from tha.models.teacher import load_teacher_image, load_teacher_poser
+
+    _check_outputs(output, save_tensor)
+    pose_vec = _pose_vector(set_, pose_file, strict_range)
+    torch_dtype = _torch_dtype(dtype)
+    poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
+    _pose_and_write(poser, load_teacher_image(image, torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,14 +1,18 @@
-"""Upstream's public student models, downloaded once into a cache directory and verified."""
+"""Upstream's public student models, downloaded once into a cache directory and verified.
+
+pooch does the download and the check: a file already cached and intact is not fetched again,
+and a download that does not match its known hash is deleted, never left in the cache.
+"""
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
+from typing import Callable
+
+import pooch
+import requests  # pooch's HTTP downloader is requests: its errors are the network failures
 
 from tha.models.errors import ThaError
-from tha.models.files import atomic_write_bytes
 
 UPSTREAM_URL = "https://raw.githubusercontent.com/pkhungurn/talking-head-anime-4-demo/main/data/character_models"
 
@@ -36,36 +40,51 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tha" / "models"
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class _Downloader:
+    """pooch's HTTP downloader, remembering whether pooch needed it (an intact file it skips)."""
+
+    def __init__(self, timeout: float):
+        self.http = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
+        self.ran = False
+
+    def __call__(self, url: str, output_file, pooch_instance) -> None:
+        self.ran = True
+        self.http(url, output_file, pooch_instance)
 
 
 def fetch_model(name: str, target_root: Path | None = None, base_url: str | None = None,
-                timeout: float = 30.0, progress=None) -> Path:
-    """Download model ``name`` (skipping files already present and intact); return its dir."""
+                timeout: float = 30.0, progress: Callable[[str, int], None] | None = None) -> Path:
+    """Download model ``name`` (skipping files already present and intact); return its dir.
+    ``progress(file_name, size)`` is called for each file downloaded."""
     if name not in MODELS:
         raise ThaError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
     target = (target_root or cache_dir()) / name
     base_url = (base_url or os.environ.get("THA_MODELS_URL") or UPSTREAM_URL).rstrip("/")
+    pooch.get_logger().setLevel("WARNING")  # its per-file INFO lines would repeat `progress`
     for file_name, digest in MODELS[name].items():
-        path = target / file_name
-        if path.is_file() and _sha256(path.read_bytes()) == digest:
-            continue
         url = f"{base_url}/{name}/{file_name}"
+        download = _Downloader(timeout)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                data = response.read()
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ThaError(f"cannot download {url} ({reason}); offline, copy {', '.join(MODELS[name])} from "
-                           f"upstream's data/character_models/{name}/ into {target}/ by hand") from None
-        if _sha256(data) != digest:
+            path = pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=file_name, path=target,
+                                  downloader=download)
+        except requests.RequestException as err:
+            raise ThaError(f"cannot download {url} ({_reason(err)}); offline, copy {', '.join(MODELS[name])} "
+                           f"from upstream's data/character_models/{name}/ into {target}/ by hand") from None
+        except ValueError:  # pooch's hash mismatch; it has deleted the download
             raise ThaError(f"{url} did not match its known checksum (truncated or changed download); "
-                           "run the command again")
-        atomic_write_bytes(path, data)
-        if progress:
-            progress(file_name, len(data))
+                           "run the command again") from None
+        except OSError as err:
+            raise ThaError(f"cannot write {target / file_name} ({str(err).splitlines()[0]}); "
+                           "pass a writable --cache-dir") from None
+        if download.ran and progress:
+            progress(file_name, Path(path).stat().st_size)
     return target
+
+
+def _reason(err: requests.RequestException) -> str:
+    """The cause without requests' wrapping (urllib3's retry error around the refused connection)."""
+    cause = getattr(err.args[0], "reason", None) if err.args else None
+    return str(cause or err).splitlines()[0]
 
 
 def resolve_model(name_or_dir: str | Path) -> Path:

@@ -29,10 +29,20 @@ class Poser(Protocol):
         """Every named output, the final image under ``"image"`` among them... """
 
 
-def paste_face(image: Tensor, patch: Tensor) -> Tensor:
-    out = image.expand(patch.shape[0], -1, -1, -1).clone()
-    out[:, :, FACE_ROWS, FACE_COLS] = patch
-    return out
+def paste_face(image: Tensor, patch: Tensor, out: Tensor | None = None) -> Tensor:
+    """``image`` (1 or N,4,512,512) with the face ``patch`` (N,4,128,128) in its place.
+
+    Without ``out``: a new tensor built by concatenation, the form that traces to ONNX (every
+    runtime has Concat; not every one has scatter) and that ``torch.func.vmap`` maps. With
+    ``out``: written into that buffer (engines that keep static buffers)."""
+    if out is not None:
+        out.copy_(image.expand_as(out))
+        out[:, :, FACE_ROWS, FACE_COLS] = patch
+        return out
+    image = image.expand(patch.shape[0], -1, -1, -1)
+    rows, cols = FACE_ROWS, FACE_COLS
+    middle = torch.cat([image[:, :, rows, : cols.start], patch, image[:, :, rows, cols.stop:]], dim=3)
+    return torch.cat([image[:, :, : rows.start], middle, image[:, :, rows.stop:]], dim=2)
 
 
 class StudentPoser(torch.nn.Module):

@@ -172,8 +172,13 @@ class BodyMorpher(nn.Module):
 
     def forward(self, image: Tensor, pose: Tensor, coords: Tensor | None = None) -> BodyOutput:
         """With ``coords``, every output holds those positions only (the image is sampled there)."""
-        out = self.features(pose, coords)
-        grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
-        warped = warp(image, grid_change, coords)
-        blended = (1 - alpha) * warped + alpha * color_change
-        return BodyOutput(blended, alpha, color_change, warped, grid_change)
+        return compose(image, self.features(pose, coords), coords)
+
+
+def compose(image: Tensor, fields: Tensor, coords: Tensor | None = None) -> BodyOutput:
+    """The body morpher's 7 output fields applied to ``image``: warp it by the grid change (2),
+    then blend it with the colour change (4) by alpha (1). Every student form composes here."""
+    grid_change, alpha, color_change = fields[:, 0:2], fields[:, 2:3], fields[:, 3:]
+    warped = warp(image, grid_change, coords)
+    blended = (1 - alpha) * warped + alpha * color_change
+    return BodyOutput(blended, alpha, color_change, warped, grid_change)

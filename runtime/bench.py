@@ -3,6 +3,7 @@ table and a bar chart."""
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from tha.export.verify import random_poses
 from tha.models.errors import ThaError
 from tha.models.pose import FACE_SLICE
 from tha.runtime.backends.base import Backend
+
+log = logging.getLogger(__name__)
 
 REFERENCE = "torch"
 
@@ -103,7 +106,7 @@ def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
     try:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError):
-        print(f"--{kind}: not available ({module_name}.{func_name} is not installed)")
+        log.warning("--%s: not available (%s.%s is not installed)", kind, module_name, func_name)
         return []
     rows = func(frames) if kind == "distill" else func(model_dir, frames)
     return [Row(str(label), float(ms)) for label, ms in rows]

@@ -1,36 +1,154 @@
-"""The `tha` command: one Typer app; each area registers its own commands from its own
-``cli`` module, so the root knows nothing about them beyond their module names."""
+"""`tha serve`, `tha render`, `tha bench`, `tha doctor`: the runtime's window-free commands."""
 from __future__ import annotations
 
-import importlib
-import sys
-import warnings
+import os
+import platform
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
-from tha.models.errors import ThaError
+from tha.runtime.options import Backend, BackendChoice, BackendList, Device, Fps, Frames, Precision, precision_name
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Pose anime characters in real time (THA4): students, teacher, export, viewer.")
-
-# Each module defines ``register(app)``. Heavy imports stay inside the commands.
-COMMAND_MODULES = ("tha.models.cli", "tha.export.cli", "tha.train.cli", "tha.runtime.commands", "tha.viewer.cli",
-                   "tha.runtime.live", "tha.runtime.puppet")
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(_name).register(app)
+MODEL_DIR_HELP = "Character model directory (or a `tha models` name)."
+ANIMATOR_HELP = "Animator settings JSON (timings, strengths)."
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+def _settings(path: Optional[Path]):
+    """Animator settings from a JSON file (SillyTavern-extras `_animator.json` style) or defaults."""
+    from tha.models.files import read_json
+    from tha.runtime.sources.animator import AnimatorSettings, load_animator_settings
+
+    if path is None:
+        return AnimatorSettings()
+    # extras-only keys are dropped with a warning; any other unknown key is an error
+    return load_animator_settings(read_json(path, "animator settings file"), str(path))
 
 
-def main() -> None:
-    warnings.showwarning = _one_line_warning
-    try:
-        app()
-    except ThaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+def serve(
+    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback keeps it private."),
+    port: int = typer.Option(5100, help="Port (5100 is SillyTavern-extras' default)."),
+    backend: Backend = BackendChoice.auto,
+    device: Device = "cpu",
+    precision: Precision = None,
+    students: List[Path] = typer.Option([], "--students", help="More model dirs, or folders of them, that "
+                                        "an uploaded talkinghead.png may switch to (repeatable)."),
+    animator: Optional[Path] = typer.Option(None, help=ANIMATOR_HELP),
+    emotions: Optional[Path] = typer.Option(None, help="Emotion presets JSON laid over the shipped set."),
+    virtual_camera: bool = typer.Option(False, "--virtual-camera", help="Also send frames to a virtual "
+                                        "camera (OBS) through pyvirtualcam."),
+    microphone: bool = typer.Option(False, "--microphone", help="Lip-sync live from the default audio "
+                                    "input (needs sounddevice)."),
+    interpolate: bool = typer.Option(True, help="Render model frames ahead and show display-rate frames "
+                                     "between them (fastcpu); --no-interpolate: newest pose, no lead."),
+) -> None:
+    """Serve the SillyTavern-extras talkinghead API.
+
+    Point SillyTavern's Extras URL here; the expressions extension works unchanged."""
+    from tha.models.hub import resolve_model
+    from tha.runtime.server import ServeConfig, serve as run
+
+    config = ServeConfig(resolve_model(model_dir), backend.value, device, tuple(students), _settings(animator),
+                         emotions, microphone, interpolate, precision_name(precision))
+    run(config, host, port, virtual_camera)
+
+
+def render(
+    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="out.mp4, out.webm / out.mov (with alpha), "
+                                "out.gif, or a directory for PNG frames."),
+    audio: Optional[Path] = typer.Option(None, help="Speech audio (WAV, MP3, Ogg, FLAC, a video's sound "
+                                         "track): lip sync; the video lasts as long."),
+    poses: Optional[Path] = typer.Option(None, help="Pose track: JSON lines, one {parameter: value} "
+                                         "object per frame."),
+    fps: Fps = 30.0,
+    emotion: str = typer.Option("neutral", help="Emotion preset to hold."),
+    idle: bool = typer.Option(True, help="Blink, breathe and sway (--no-idle for none)."),
+    animator: Optional[Path] = typer.Option(None, help=ANIMATOR_HELP),
+    frames: Frames = None,
+    backend: Backend = BackendChoice.auto,
+    device: Device = "cpu",
+    precision: Precision = None,
+    model_fps: Optional[float] = typer.Option(None, help="Run the student at about this rate and "
+                                              "interpolate the frames between (fastcpu; faster)."),
+) -> None:
+    """Render an animated character to a video file or PNG frames.
+
+    Idle animation with lip sync to a speech WAV, or a pose track."""
+    from tha.models.hub import resolve_model
+    from tha.runtime.render_file import render_to_file
+
+    count = render_to_file(resolve_model(model_dir), output, audio=audio, poses=poses, fps=fps,
+                           backend=backend.value, device=device, precision=precision_name(precision),
+                           settings=_settings(animator), emotion=emotion,
+                           idle=idle, max_frames=frames, model_fps=model_fps)
+    typer.echo(f"wrote {count} frames to {output}")
+
+
+def bench(
+    model_dir: Path = typer.Argument(..., help="Character model directory."),
+    backends: BackendList = "torch,fastcpu,ort,ort-fused",
+    batch: int = typer.Option(0, "--batch", min=0, help="Also time N poses per call (render_batch) for each backend."),
+    frames: int = typer.Option(5, "--frames", min=1, help="Timed frames per backend."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed frames first."),
+    head_only: bool = typer.Option(False, "--head-only", help="Keep the face pose fixed (face cache hits)."),
+    chart: Path = typer.Option(Path("bench.png"), "--chart", help="Bar chart PNG to write."),
+    viewer: bool = typer.Option(False, "--viewer", help="Also measure the viewer (tha.viewer.bench)."),
+    puppet: bool = typer.Option(False, "--puppet", help="Also measure puppeteering sources."),
+    distill: bool = typer.Option(False, "--distill", help="Also measure distillation steps."),
+    feed: bool = typer.Option(False, "--feed", help="Also measure `tha serve`'s feed: distinct frames/s while "
+                              "talking, with and without interpolation (tha.runtime.feed_bench)."),
+) -> None:
+    """Time backends on the same random poses, with a bar chart.
+
+    Reports ms/frame, FPS and the ratio to torch fp32."""
+    from tqdm import tqdm
+
+    from tha.models.character import load_character_model
+    from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
+                                   time_backend, time_batch, time_blend, write_chart)
+    from tha.runtime.interpolate import can_interpolate
+    from tha.runtime.renderer import BACKENDS, open_backend
+
+    names = parse_backends(backends, list(BACKENDS))
+    poses = bench_poses(frames + warmup, head_only)
+    rows: list[Row] = []
+    for name in tqdm(names, desc="bench", unit="backend"):
+        base, precision = split_precision(name)
+        with open_backend(base, load_character_model(model_dir), precision=precision) as backend:
+            rows.append(Row(name, time_backend(backend, poses, warmup)))
+            if batch:
+                rows.append(Row(f"{name} batch {batch}", time_batch(backend, poses, batch, max(1, frames // batch))))
+            if can_interpolate(backend):
+                rows.append(Row(f"{name} blended frame", time_blend(backend, poses, frames)))
+    for kind, wanted in (("viewer", viewer), ("puppet", puppet), ("distill", distill), ("feed", feed)):
+        if wanted:
+            rows += extra_rows(kind, model_dir, frames)
+    import torch
+
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    print(f"{model_dir.name}: {frames} frames after {warmup} warm-up, {'head-only' if head_only else 'full'} poses; {machine}")
+    for line in format_table(rows):
+        print(line)
+    path = write_chart(rows, chart, f"tha bench {model_dir.name} ({machine})")
+    print(f"wrote {path}")
+
+
+def doctor() -> None:
+    """Report what this machine can run, and why not.
+
+    CUDA, TensorRT, ONNX Runtime providers, OpenGL and MediaPipe."""
+    from tha.runtime.doctor import capabilities
+    from tha.runtime.renderer import choose_backend, probe_available
+
+    for name, check in capabilities().items():
+        print(f"{'ok ' if check.ok else 'no '} {name:<16} {check.detail}")
+    print(f"--backend auto would pick: {choose_backend(probe_available())}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("render")(render)
+    app.command("bench")(bench)
+    app.command("doctor")(doctor)

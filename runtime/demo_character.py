@@ -2,7 +2,7 @@
 laid out where the SPEC's face box and the rig teacher expect a face, and her face mask.
 
 `build_demo_inputs(dir)` writes character.png, face_mask.png and a distill config whose
-student becomes the committed model under configs/demo/ (`tha demo` shows it).
+student becomes the committed model under configs/demo/ (``DEMO_MODEL_DIR``; `tha demo` shows it).
 """
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from tha.configs import CONFIGS
 from tha.models.image import save_png
+
+DEMO_MODEL_DIR = CONFIGS / "demo"
 
 SIZE = 512
 SCALE = 4  # drawn at 4x, then downsampled: smooth edges without an antialiasing library

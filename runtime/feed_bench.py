@@ -77,7 +77,7 @@ def count_distinct_parts(port: int, seconds: float) -> tuple[int, int]:
 def feed_fps(model_dir: Path, seconds: float, interpolate: bool, emotion: str = "joy") -> float:
     """Distinct frames per second of the feed while talking with ``emotion``."""
     port = free_port()
-    command = [sys.executable, "-c", "from tha.runtime.cli import main; main()", "serve", str(model_dir),
+    command = [sys.executable, "-c", "from tha.runtime.main import main; main()", "serve", str(model_dir),
                "--port", str(port), *([] if interpolate else ["--no-interpolate"])]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

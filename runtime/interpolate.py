@@ -45,7 +45,7 @@ def between(backend, a: Keyframe, b: Keyframe, t: float) -> np.ndarray:
     """The RGBA8 frame a fraction ``t`` of the way from ``a`` to ``b``."""
     image = torch.lerp(a.image, b.image, t)
     fields = torch.lerp(a.fields, b.fields, t)
-    return rgba8(backend.body.compose(image, fields)[0]).numpy()
+    return rgba8(backend.compose(image, fields)[0]).numpy()
 
 
 def interpolated_frames(backend, poses: Iterable[np.ndarray], every: int) -> Iterator[np.ndarray]:
@@ -102,6 +102,12 @@ class Timeline:
         pose = source.read(when)
         self.add(when, pose)
         return pose
+
+    def surplus(self, now: float, render_seconds: float) -> float:
+        """Seconds the newest model frame lies beyond the lead ``render_ahead`` keeps: a backend
+        faster than the display rate waits this long instead of running ever further ahead."""
+        newest = self.newest
+        return 0.0 if newest is None else newest - (now + AHEAD_FRAMES * render_seconds)
 
     @property
     def newest(self) -> float | None:

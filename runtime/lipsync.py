@@ -1,4 +1,5 @@
-"""Lip sync: audio -> per-frame mouth openness and a vowel-like shape (aaa/iii/uuu/eee/ooo).
+"""Lip sync: audio (any format FFmpeg reads) -> per-frame mouth openness and a vowel-like
+shape (aaa/iii/uuu/eee/ooo).
 
 Openness follows the loudness of a short window (dB between a noise gate and the clip's
 loud level), smoothed with a fast attack and slower release so the mouth snaps open on
@@ -8,12 +9,13 @@ that stand in for the first two formants, matched softly to each vowel's typical
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import threading
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from tha.models.errors import ThaError
@@ -23,6 +25,7 @@ VOWELS = ("aaa", "iii", "uuu", "eee", "ooo")
 # Typical adult formants (Hz) of a, i, u, e, o.
 _FORMANTS = np.array([(800, 1200), (300, 2300), (320, 800), (500, 1900), (500, 900)], np.float64)
 _FORMANT_SCALE = np.array([150.0, 400.0])
+AUDIO_FORMATS = "wav, mp3, ogg, opus, flac, m4a, or a video with sound"  # what errors suggest
 
 
 @dataclass(frozen=True)
@@ -57,27 +60,42 @@ class MouthTrack:
 
 
 def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
-    """Mono float samples in [-1,1] and the sample rate of a PCM WAV file (a path or its bytes)."""
-    path = Path("<upload>") if isinstance(source, bytes) else Path(source)
+    """Mono float32 samples in [-1,1] and the native sample rate of the first audio track of
+    anything FFmpeg (PyAV) reads: WAV, MP3, Ogg/Opus, FLAC, M4A, a video's sound (a path or its
+    bytes). The name stays from when only WAV was read: callers across the project use it."""
+    label = "<upload>" if isinstance(source, bytes) else str(source)
     try:
-        with wave.open(io.BytesIO(source) if isinstance(source, bytes) else str(path), "rb") as f:
-            width, channels, rate = f.getsampwidth(), f.getnchannels(), f.getframerate()
-            check_audio(rate, f.getnframes(), str(path))  # before reading: the header declares both
-            raw = f.readframes(f.getnframes())
+        with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
+            if not container.streams.audio:
+                raise ThaError(f"{label} has no audio track; give a speech recording ({AUDIO_FORMATS})")
+            samples, rate = _decode_mono(container, container.streams.audio[0], label)
     except FileNotFoundError:
-        raise ThaError(f"audio file {path} does not exist") from None
-    except (wave.Error, EOFError, OSError) as err:
-        raise ThaError(f"{path} is not a PCM WAV file ({err}); convert it, e.g. "
-                       f"`ffmpeg -i {path.name} -ac 1 speech.wav`") from None
-    if width == 1:
-        samples = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 2:
-        samples = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
-    elif width == 4:
-        samples = np.frombuffer(raw, "<i4").astype(np.float32) / 2147483648
-    else:
-        raise ThaError(f"{path}: {8 * width}-bit WAV is not supported; use 8, 16 or 32-bit PCM")
-    return samples.reshape(-1, channels).mean(axis=1), rate
+        raise ThaError(f"audio file {label} does not exist") from None
+    except (av.error.FFmpegError, OSError) as err:
+        reason = getattr(err, "strerror", None) or err  # PyAV's str() adds a '<none>' file name
+        raise ThaError(f"{label} is not an audio file FFmpeg can read ({reason}); "
+                       f"give a speech recording ({AUDIO_FORMATS})") from None
+    if len(samples) == 0:
+        raise ThaError(f"audio file {label} has no samples")
+    return samples, rate
+
+
+def _decode_mono(container: av.container.InputContainer, stream: av.AudioStream,
+                 label: str) -> tuple[np.ndarray, int]:
+    rate = stream.sample_rate
+    declared = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / av.time_base
+    check_audio(rate, int(declared * rate), label)  # before decoding: the header declares both
+    # Planar float keeps each channel apart, so the mix below is the plain mean of the channels
+    # (FFmpeg's own mono downmix weights them differently per layout).
+    planar = av.AudioResampler(format="fltp")
+    chunks: list[np.ndarray] = []
+    count = 0
+    for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
+        for converted in planar.resample(frame):
+            chunks.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
+            count += len(chunks[-1])
+        check_audio(rate, count, label)  # a stream need not declare its length: count as it decodes
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
 
 
 def _vowel_weights(spectrum: np.ndarray, freqs: np.ndarray) -> np.ndarray:
@@ -132,10 +150,8 @@ def analyse(samples: np.ndarray, rate: int, fps: float,
 
 
 def analyse_wav(path: str | Path, fps: float, settings: LipSyncSettings = LipSyncSettings()) -> MouthTrack:
-    samples, rate = read_wav(path)
-    if len(samples) == 0:
-        raise ThaError(f"audio file {path} has no samples")
-    return analyse(samples, rate, fps, settings)
+    """Mouth track of an audio file of any format ``read_wav`` reads."""
+    return analyse(*read_wav(path), fps, settings)
 
 
 class MicrophoneLevel:

@@ -5,9 +5,14 @@ however slow the backend is. Audio drives the mouth through lip sync and is muxe
 video where the container carries sound; a pose track (JSON
 lines, one object of parameter -> value per frame) pins the parameters it names, and idle
 animation fills in the rest.
+
+``write_frames`` is the offline render loop (every pose one frame, no clock) that `tha render`
+and `tha puppet --source video --offscreen` share; live outputs use ``tha.runtime.render_loop``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -86,13 +91,12 @@ def still(settings: AnimatorSettings) -> AnimatorSettings:
 
 def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Path | None = None,
                    poses: str | Path | None = None, fps: float = 30.0, backend: str = "auto",
-                   device: str = "cpu", settings: AnimatorSettings = AnimatorSettings(),
+                   device: str = "cpu", precision: str | None = None, settings: AnimatorSettings = AnimatorSettings(),
                    emotion: str = "neutral", idle: bool = True, max_frames: int | None = None,
                    progress: bool = True, model_fps: float | None = None) -> int:
     """Render and return the number of frames written. With ``model_fps`` below ``fps`` the
     student runs at about that rate and the frames between are interpolated
     (``tha.runtime.interpolate``)."""
-    from tha.runtime.interpolate import interpolated_frames
     from tha.runtime.renderer import open_backend
 
     if (audio is None) == (poses is None):
@@ -119,11 +123,26 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
                 animator.set_overrides(pose_track[i])
             yield animator.read(i / fps)
 
-    with open_backend(backend, model_dir, device) as engine, VideoWriter(output, fps=fps) as writer:
-        frames = interpolated_frames(engine, poses_in_order(), every)
-        for rgba in tqdm(frames, total=count, desc="rendering", unit="frame", disable=not progress):
-            writer.write(rgba)
+    with open_backend(backend, model_dir, device, precision=precision) as engine:
+        write_frames(engine, poses_in_order(), output, fps, total=count, every=every, progress=progress)
     output = Path(output)
     if sound is not None and output.suffix.lower() in AUDIO_CODECS:
         mux_audio(output, sound[0][: int(count / fps * sound[1])], sound[1])
+    return count
+
+
+def write_frames(engine, poses: Iterable[np.ndarray], output: str | Path | None, fps: float, *,
+                 total: int | None = None, every: int = 1, progress: bool = True, desc: str = "rendering") -> int:
+    """One frame per pose into ``output`` (a video file or a PNG folder; None renders without
+    writing), a model frame every ``every`` poses and blended frames between
+    (``tha.runtime.interpolate``). Returns the number of frames."""
+    from tha.runtime.interpolate import interpolated_frames
+
+    count = 0
+    with VideoWriter(output, fps=fps) if output is not None else nullcontext() as writer:
+        frames = interpolated_frames(engine, poses, every)
+        for rgba in tqdm(frames, total=total, desc=desc, unit="frame", disable=not progress):
+            if writer is not None:
+                writer.write(rgba)
+            count += 1
     return count

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
+import logging
 from pathlib import Path
 from typing import Callable
 
 from tha.models.character import CharacterModel, load_character_model
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend
+
+log = logging.getLogger(__name__)
 
 
 def _torch(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
@@ -133,8 +135,8 @@ def _open_auto(model: CharacterModel, precision: str | None = None) -> Backend:
         try:
             backend = BACKENDS[name](model, "cpu", **({"precision": precision} if precision else {}))
         except ThaError as err:
-            print(f"warning: backend {name} unavailable ({err})", file=sys.stderr)
+            log.warning("backend %s unavailable (%s)", name, err)
             continue
-        print(f"backend: auto picked {name}", file=sys.stderr)
+        log.info("backend: auto picked %s", name)
         return backend
     raise ThaError("no backend could be opened; run `tha doctor`")

@@ -1,12 +1,12 @@
 """`tha serve`: the SillyTavern-extras talkinghead API over a THA4 student, so SillyTavern's
 expressions extension works unchanged, plus a few JSON endpoints of our own.
 
-One thread renders the animator's newest pose as fast as the backend allows (capped at the
-target FPS) and keeps the newest PNG; every ``result_feed`` client is sent that PNG at the
-target FPS, so a slow renderer re-sends its last frame instead of stalling the stream.
-With a backend that exposes its fields (fastcpu) the render thread poses ahead of the clock and
-a display thread shows frames blended between model frames (``tha.runtime.interpolate``).
-Each frame is encoded once per format (PNG level / WebP quality, chosen per feed client).
+The live render loop (``tha.runtime.render_loop``, the viewer's too) turns the animator's
+poses into frames, capped at the target FPS, posing ahead and blending between model frames
+where the backend allows (fastcpu); the newest frame is kept, and every ``result_feed`` client
+is sent it at the target FPS, so a slow renderer re-sends its last frame instead of stalling
+the stream. Each frame is encoded once per format (PNG level / WebP quality, chosen per feed
+client), and only when a client asks.
 """
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Coroutine
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.routing import APIRoute
 from PIL import Image
+from pydantic import BaseModel, Field, StrictFloat
 
 from tha.models.character import MODEL_FILE, load_character_model, model_paths
 from tha.models.errors import ThaError
@@ -31,10 +34,11 @@ from tha.models.image import load_rgba
 from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, parse_json
 from tha.models.pose import pose_from_dict, pose_to_dict
 from tha.runtime.emotions import load_emotions, parse_emotions
-from tha.runtime.interpolate import Timeline, can_interpolate
-from tha.runtime.lipsync import analyse, read_wav
+from tha.runtime.lipsync import AUDIO_FORMATS, analyse, read_wav
+from tha.runtime.render_loop import LoopOptions, Rendered, RenderLoop
 from tha.runtime.renderer import open_backend
 from tha.runtime.sources.animator import Animator, AnimatorSettings, settings_from_dict, settings_to_dict
+from tha.runtime.sources.base import PoseSource
 
 log = logging.getLogger("tha.serve")
 
@@ -51,6 +55,7 @@ class ServeConfig:
     emotions_file: Path | None = None
     microphone: bool = False  # live lip sync from the default audio input
     interpolate: bool = True  # model frames rendered ahead, display-rate frames between (fastcpu)
+    precision: str | None = None  # fp16 / fp32 for a backend that offers both (cuda); None: its default
 
 
 @dataclass(frozen=True)
@@ -118,101 +123,96 @@ def find_students(paths: tuple[Path, ...]) -> dict[str, Path]:
     return found
 
 
+class ListeningAnimator(PoseSource):
+    """The animator with its mouth following the microphone's live level."""
+
+    def __init__(self, animator: Animator, microphone):
+        self.animator, self.microphone = animator, microphone
+        self.name, self.predictable = animator.name, animator.predictable
+
+    def start(self) -> None:
+        self.animator.start()
+        self.microphone.start()
+
+    def read(self, now: float) -> np.ndarray:
+        self.animator.set_mouth(self.microphone.read())
+        return self.animator.read(now)
+
+    def close(self) -> None:
+        self.microphone.close()
+        self.animator.close()
+
+
 class LiveState:
-    """The model being served, the animator driving it, and the newest rendered frame."""
+    """The model being served, the animator driving it, and the newest frame, which the live
+    render loop (``tha.runtime.render_loop``) keeps fresh."""
 
     def __init__(self, config: ServeConfig):
         self.config = config
         self.emotion_defaults = load_emotions(config.emotions_file)
         self.animator = Animator(config.animator, dict(self.emotion_defaults))
-        self.students = find_students((config.model_dir, *config.students))
-        self._backend_lock = threading.Lock()
-        self.model_dir = config.model_dir
-        self.backend = open_backend(config.backend, config.model_dir, config.device)
-        rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
-        self.frame = EncodedFrame(rgba)  # the still image until the first render lands
-        self.timeline = Timeline(self.backend) if config.interpolate and can_interpolate(self.backend) else None
-        self.frames_shown = 0
-        self.frames_rendered = 0
-        self.last_pose = self.animator.read(time.monotonic())
-        self.render_seconds = 0.0
-        self.animating = True
-        self.sinks: list[Callable[[np.ndarray], None]] = []
-        self.microphone = None
+        self.source: PoseSource = self.animator
         if config.microphone:
             from tha.runtime.lipsync import MicrophoneLevel
 
-            self.microphone = MicrophoneLevel()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._render_loop, name="tha-render", daemon=True)
+            self.source = ListeningAnimator(self.animator, MicrophoneLevel())
+        self.students = find_students((config.model_dir, *config.students))
+        self.model_dir = config.model_dir
+        rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
+        self.frame = EncodedFrame(rgba)  # the still image until the first render lands
+        self.frames_shown = 0
+        self.sinks: list[Callable[[np.ndarray], None]] = []
+        self._swap = threading.Lock()
+        self._finished_frames = 0  # model frames of loops already replaced
+        self.loop = self._loop(config.model_dir)
+
+    def _loop(self, model) -> RenderLoop:
+        """A render loop (not started) over a new backend for ``model`` (a directory or loaded)."""
+        c = self.config
+        backend = open_backend(c.backend, model, c.device, precision=c.precision)
+        fps = self.animator.settings.target_fps
+        options = LoopOptions(interpolate=self.config.interpolate, display_fps=fps, max_fps=fps, keep_going=True)
+        return RenderLoop(backend, self.source, options, sinks=(self._show,))
+
+    @property
+    def backend(self):
+        return self.loop.backend
+
+    @property
+    def animating(self) -> bool:
+        return not self.loop.paused
+
+    @property
+    def frames_rendered(self) -> int:
+        return self._finished_frames + self.loop.model_frames
+
+    @property
+    def last_pose(self) -> np.ndarray:
+        latest = self.loop.latest()
+        return self.animator.read(time.monotonic()) if latest is None else latest.pose
 
     def start(self) -> None:
-        self.animator.start()
-        if self.microphone is not None:
-            self.microphone.start()
-        self._thread.start()
+        self.source.start()
+        self.loop.start()
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=60)
-        self.backend.close()
-        if self.microphone is not None:
-            self.microphone.close()
+        self.loop.stop()
+        self.loop.backend.close()
+        self.source.close()
 
-    def _render_loop(self) -> None:
-        if self.config.interpolate:  # idle while the backend cannot interpolate (no timeline)
-            threading.Thread(target=self._display_loop, name="tha-display", daemon=True).start()
-        while not self._stop.is_set():
-            began = time.monotonic()
-            if self.animating:
-                try:
-                    self._render_one(began)
-                except Exception:  # one bad frame must not kill the stream
-                    log.exception("rendering a frame failed")
-            spare = 1.0 / self.animator.settings.target_fps - (time.monotonic() - began)
-            self._stop.wait(max(spare, 0.001))
+    def pause(self) -> None:
+        """The feed keeps showing the last frame, as extras does after an unload."""
+        self.loop.pause()
 
-    def _render_one(self, now: float) -> None:
-        if self.microphone is not None:
-            self.animator.set_mouth(self.microphone.read())
-        timeline = self.timeline
-        if timeline is not None and timeline.backend is self.backend:
-            with self._backend_lock:
-                self.last_pose = timeline.render_ahead(self.animator, now, self.render_seconds,
-                                                       1.0 / self.animator.settings.target_fps)
-            self.frames_rendered += 1
-            self.render_seconds = time.monotonic() - now
+    def retime(self) -> None:
+        self.loop.retime(self.animator.settings.target_fps)
+
+    def _show(self, rendered: Rendered) -> None:
+        rgba = rendered.frame.host()
+        if np.array_equal(rgba, self.frame.rgba):  # a held frame: nothing new to encode or send
             return
-        pose = self.animator.read(now)
-        self.last_pose = pose
-        with self._backend_lock:
-            rgba = self.backend.render(pose).host()
-        self.show(rgba)
-        self.frames_rendered += 1
-        self.render_seconds = time.monotonic() - now
-
-    def _display_loop(self) -> None:
-        """Display-rate frames from the timeline the render loop fills ahead of the clock."""
-        while not self._stop.is_set():
-            began = time.monotonic()
-            timeline = self.timeline
-            if self.animating and timeline is not None:
-                # No backend lock: a blend needs only the timeline's own frames and constants,
-                # and must not wait for the model frame being rendered meanwhile.
-                try:
-                    shown = timeline.frame_at(began)
-                    rgba = None if shown is None else shown[0]
-                    if rgba is not None and not np.array_equal(rgba, self.frame.rgba):
-                        self.show(rgba)
-                        self.frames_shown += 1
-                except Exception:  # one bad frame must not kill the stream
-                    log.exception("showing a frame failed")
-            spare = 1.0 / self.animator.settings.target_fps - (time.monotonic() - began)
-            self._stop.wait(max(spare, 0.001))
-
-    def show(self, rgba: np.ndarray) -> None:
         self.frame = EncodedFrame(rgba)  # encoded on demand, once per format (feed clients)
+        self.frames_shown += 1
         for sink in self.sinks:
             sink(rgba)
 
@@ -224,111 +224,125 @@ class LiveState:
             message = (f"no trained student for this image; keeping {self.model_dir.name} "
                        f"(train one with `tha distill`, then pass it to `tha serve --students`)")
             log.warning(message)
-            self.animating = True
+            self.loop.resume()
             return message
-        if match != self.model_dir:
-            backend = open_backend(self.config.backend, load_character_model(match), self.config.device)
-            with self._backend_lock:
-                old, self.backend, self.model_dir = self.backend, backend, match
-                self.timeline = Timeline(backend) if self.config.interpolate and can_interpolate(backend) else None
-            old.close()
-        self.animating = True
+        with self._swap:
+            if match != self.model_dir:
+                loop = self._loop(load_character_model(match))
+                old, self.loop, self.model_dir = self.loop, loop, match
+                loop.start()
+                old.stop()
+                self._finished_frames += old.model_frames
+                old.backend.close()
+            self.loop.resume()
         log.info("loaded %s", match)
         return f"OK: loaded {match.name}"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body of {declared} bytes is over the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # lets request.form() parse what was already read
-    return body
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pose and emotion values: JSON's "0.5" and true are refused, not coerced, as in pose files.
+PoseValues = dict[str, StrictFloat]
 
 
-async def read_json(request: Request, allow_empty: bool = True) -> Any:
-    body = await read_body(request, MAX_JSON_BYTES)
-    if not body.strip() and allow_empty:
-        return {}
-    try:  # size, depth and digits limited before parsing (tha.models.limits); off the loop, as
-        # the depth scan of a 1 MB body takes a fifth of a second
-        return await asyncio.to_thread(parse_json, body, "body")
-    except ThaError as err:
-        raise HTTPException(400, str(err)) from None
+class LimitedJsonRequest(Request):
+    """A request whose JSON body is parsed with the limits of tha.models.limits (nesting depth,
+    digits per number, no NaN): plain json.loads recurses per level and takes any integer, and
+    FastAPI reports either as a bare "error parsing the body"."""
+
+    async def json(self) -> Any:
+        body = await self.body()
+        try:  # off the loop: the depth scan of a 1 MB body takes a fifth of a second
+            return await asyncio.to_thread(parse_json, body, "body")
+        except ThaError as err:
+            raise HTTPException(400, str(err)) from None
+
+
+class LimitedJsonRoute(APIRoute):
+    """FastAPI's hook for a custom Request class: its body parsing then calls LimitedJsonRequest.json."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            return await handler(LimitedJsonRequest(request.scope, request.receive))
+
+        return limited
+
+
+class EmotionRequest(BaseModel):
+    emotion_name: str = Field(description="the classifier's label, e.g. joy; unknown ones show neutral")
+
+
+def validation_message(err: RequestValidationError, shown: int = 3) -> str:
+    """FastAPI's list of validation errors as one line: where each is, then what."""
+    errors = err.errors()
+    parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:shown]]
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return "; ".join(parts) + more
 
 
 def create_app(state: LiveState) -> FastAPI:
-    app = FastAPI(title="tha serve", docs_url=None, redoc_url=None)
+    # Every body is capped at the JSON limit but the two that carry files: FastAPI refuses a larger
+    # Content-Length before reading (413 "Content Too Large") and counts the bytes as they stream.
+    app = FastAPI(title="tha serve", docs_url=None, redoc_url=None, max_body_size=MAX_JSON_BYTES)
+    app.router.route_class = LimitedJsonRoute
     api = "/api/talkinghead"
 
     @app.exception_handler(ThaError)
-    async def _bad_input(request: Request, err: ThaError):
+    async def _bad_input(request: Request, err: ThaError) -> JSONResponse:
         return JSONResponse({"detail": str(err)}, status_code=400)
 
-    @app.post(f"{api}/load")
-    async def load(request: Request):
-        await read_body(request, MAX_UPLOAD_BYTES)
-        try:
-            form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_UPLOAD_BYTES)
-        except Exception as err:  # the multipart parser's own errors
-            raise HTTPException(400, f"expected a multipart form with a 'file' field ({err})") from None
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise HTTPException(400, "expected a multipart form with a PNG in the 'file' field")
-        data = await upload.read()
-        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+    @app.exception_handler(RequestValidationError)
+    async def _malformed(request: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(err)}, status_code=422)
+
+    @app.post(f"{api}/load", response_class=PlainTextResponse, max_body_size=MAX_UPLOAD_BYTES,
+              form_limits={"max_files": 1, "max_fields": 8})
+    async def load(file: Annotated[UploadFile, File(description="the character's 512x512 RGBA PNG")]) -> str:
+        data = await file.read()
+        if not data.startswith(PNG_SIGNATURE):
             raise HTTPException(415, "the uploaded file is not a PNG; send a 512x512 RGBA PNG")
-        message = await asyncio.to_thread(state.load_image, data)
-        return PlainTextResponse(message)
+        return await asyncio.to_thread(state.load_image, data)
 
-    @app.post(f"{api}/load_emotion_templates")
-    async def load_emotion_templates(request: Request):
-        data = await read_json(request)
+    @app.post(f"{api}/load_emotion_templates", response_class=PlainTextResponse)
+    async def load_emotion_templates(
+            templates: Annotated[dict[str, PoseValues], Body(default_factory=dict)]) -> str:
+        """{emotion: {parameter: value}} laid over the presets; extras' `_index` names are accepted."""
         emotions = dict(state.emotion_defaults)
-        emotions.update(parse_emotions(data, "emotion templates"))
+        emotions.update(parse_emotions(templates, "emotion templates"))
         state.animator.set_emotions(emotions)
-        return PlainTextResponse("OK")
+        return "OK"
 
-    @app.post(f"{api}/load_animator_settings")
-    async def load_animator_settings(request: Request):
-        data = await read_json(request)
+    @app.post(f"{api}/load_animator_settings", response_class=PlainTextResponse)
+    async def load_animator_settings(settings: Annotated[dict[str, Any], Body(default_factory=dict)]) -> str:
         # {} resets to what the server started with; keys are laid over that, not over the last load.
-        settings, unknown = settings_from_dict(data, base=state.config.animator)
-        state.animator.set_settings(settings)
-        if unknown:
-            log.info("ignored animator settings this server does not have: %s", ", ".join(unknown))
-            return PlainTextResponse(f"OK (ignored: {', '.join(unknown)})")
-        return PlainTextResponse("OK")
+        # Values stay untyped here: AnimatorSettings checks its own fields, and extras' keys we lack
+        # (postprocessor_chain) are reported, not refused; a key neither has is refused.
+        parsed, unknown = settings_from_dict(settings, base=state.config.animator)
+        state.animator.set_settings(parsed)
+        state.retime()
+        if unknown:  # the settings loader has logged them once already
+            return f"OK (ignored: {', '.join(unknown)})"
+        return "OK"
 
-    @app.get(f"{api}/unload")
-    async def unload():
-        state.animating = False  # the feed keeps showing the last frame, as extras does
-        return PlainTextResponse("OK")
+    @app.get(f"{api}/unload", response_class=PlainTextResponse)
+    async def unload() -> str:
+        state.pause()
+        return "OK"
 
-    @app.get(f"{api}/start_talking")
-    async def start_talking():
+    @app.get(f"{api}/start_talking", response_class=PlainTextResponse)
+    async def start_talking() -> str:
         state.animator.start_talking()
-        return PlainTextResponse("talking started")
+        return "talking started"
 
-    @app.get(f"{api}/stop_talking")
-    async def stop_talking():
+    @app.get(f"{api}/stop_talking", response_class=PlainTextResponse)
+    async def stop_talking() -> str:
         state.animator.stop_talking()
-        return PlainTextResponse("talking stopped")
+        return "talking stopped"
 
-    @app.post(f"{api}/set_emotion")
-    async def set_emotion(request: Request):
-        data = await read_json(request, allow_empty=False)
-        if not isinstance(data, dict) or not isinstance(data.get("emotion_name"), str):
-            raise HTTPException(400, 'expected JSON {"emotion_name": "<emotion>"}')
-        used = state.animator.set_emotion(data["emotion_name"])
-        return PlainTextResponse(f"emotion set to {used}")
+    @app.post(f"{api}/set_emotion", response_class=PlainTextResponse)
+    async def set_emotion(body: EmotionRequest) -> str:
+        return f"emotion set to {state.animator.set_emotion(body.emotion_name)}"
 
     @app.get(f"{api}/result_feed")
     async def result_feed(format: str = "png", level: int = 1, quality: int = 80):
@@ -343,14 +357,14 @@ def create_app(state: LiveState) -> FastAPI:
 
         return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
-    @app.post("/api/tha/speak")
-    async def speak(request: Request):
-        """Lip-sync to a WAV sent as the body, starting now (play the audio alongside)."""
-        body = await read_body(request, MAX_UPLOAD_BYTES)
+    @app.post("/api/tha/speak", max_body_size=MAX_UPLOAD_BYTES)
+    async def speak(audio: Annotated[bytes, Body(media_type="application/octet-stream",
+                                                 description=f"speech as the raw body: {AUDIO_FORMATS}")]):
+        """Lip-sync to the audio file sent as the body, starting now (play the audio alongside)."""
         fps = state.animator.settings.target_fps
         # Off the event loop (status and the feed keep answering), bounded by the audio limits
-        # read_wav checks from the header before any analysis.
-        track = await asyncio.to_thread(lambda: analyse(*read_wav(body), fps))
+        # read_wav checks from the header and while decoding.
+        track = await asyncio.to_thread(lambda: analyse(*read_wav(audio), fps))
         state.animator.speak(track, time.monotonic())
         return {"frames": len(track), "seconds": round(track.duration, 3)}
 
@@ -359,7 +373,7 @@ def create_app(state: LiveState) -> FastAPI:
         return {"model": str(state.model_dir), "backend": state.backend.name, "emotion": state.animator.emotion,
                 "talking": state.animator.talking, "animating": state.animating,
                 "frames_rendered": state.frames_rendered, "frames_shown": state.frames_shown,
-                "last_render_seconds": round(state.render_seconds, 4),
+                "last_render_seconds": round(state.loop.render_seconds, 4),
                 "students": sorted(str(p) for p in state.students.values()),
                 "settings": settings_to_dict(state.animator.settings)}
 
@@ -369,14 +383,11 @@ def create_app(state: LiveState) -> FastAPI:
         return pose_to_dict(state.last_pose)
 
     @app.post("/api/tha/pose")
-    async def set_pose(request: Request):
+    async def set_pose(values: Annotated[PoseValues, Body(default_factory=dict)]):
         """Pin parameters on top of the animation: {"head_x": 0.3}; {} releases them."""
-        data = await read_json(request)
-        if not isinstance(data, dict):
-            raise HTTPException(400, 'expected a JSON object of parameter -> value, e.g. {"head_x": 0.3}')
-        pose_from_dict(data, clamp=False)  # refuse out-of-range values with a reason
-        state.animator.set_overrides(data)
-        return {"pinned": sorted(data)}
+        pose_from_dict(values, clamp=False)  # refuse unknown names and out-of-range values with a reason
+        state.animator.set_overrides(values)
+        return {"pinned": sorted(values)}
 
     return app
 
@@ -385,7 +396,6 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtua
     """Run until interrupted."""
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone on that network can drive this server", host)
     state = LiveState(config)

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-THA = [sys.executable, "-c", "from tha.runtime.cli import main; main()"]
+THA = [sys.executable, "-c", "from tha.runtime.main import main; main()"]
 
 
 def tha(*args: object, env: dict[str, str] | None = None, timeout: float = 900.0, **options) -> subprocess.CompletedProcess:

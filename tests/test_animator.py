@@ -3,6 +3,7 @@ settings; emotions ease in; the talking mouth moves; the shipped presets cover S
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -141,11 +142,40 @@ def test_extras_style_templates_and_bad_templates():
         parse_emotions([1, 2])
 
 
-def test_settings_from_dict_reports_unknown_and_refuses_bad_values():
-    settings, unknown = settings_from_dict({"blink_interval_min": 1.0, "postprocessor_chain": []})
-    assert settings.blink_interval_min == 1.0 and unknown == ["postprocessor_chain"]
+def test_settings_from_dict_ignores_extras_keys_and_refuses_the_rest():
+    """An `_animator.json` written for SillyTavern-extras loads with its extras-only keys named in a
+    warning; a typo is an error naming the key it resembles; bad values are one line."""
+    extras = {"target_fps": 25, "blink_interval_min": 1.0, "blink_probability": 0.03, "postprocessor_chain": []}
+    with pytest.warns(UserWarning, match="ignoring blink_probability, postprocessor_chain"):
+        settings, ignored = settings_from_dict(extras)
+    assert settings.blink_interval_min == 1.0 and ignored == ["blink_probability", "postprocessor_chain"]
     assert settings_from_dict({}) == (AnimatorSettings(), [])
-    with pytest.raises(ThaError, match="blink_interval_min must not exceed"):
-        settings_from_dict({"blink_interval_min": 9.0})
-    with pytest.raises(ThaError, match=">= 0"):
-        settings_from_dict({"breathing_strength": "lots"})
+    assert settings_from_dict({"seed": 4}, base=AnimatorSettings(breathing_strength=0.5))[0] == \
+        AnimatorSettings(breathing_strength=0.5, seed=4)
+    for data, message in [({"blink_intervl_min": 1.0}, "unknown key 'blink_intervl_min'; did you mean 'blink_interval_min'"),
+                          ({"blink_interval_min": 9.0}, "blink_interval_min must not exceed"),
+                          ({"breathing_strength": "lots"}, "breathing_strength: Value 'lots'"),
+                          ({"seed": 1.5}, "seed: "),
+                          ({"target_fps": 1e6}, "target_fps=1000000.0 is outside"),
+                          ({"seed": "${oc.env:HOME}"}, "interpolation is not taken"),
+                          ([1, 2], "must be a mapping")]:
+        with pytest.raises(ThaError, match=re.escape(message)) as err:
+            settings_from_dict(data)
+        assert "\n" not in str(err.value)
+
+
+def test_animator_file_warns_about_extras_keys_and_refuses_typos(tmp_path):
+    """`--animator FILE` as the CLI reads it: errors and warnings name the file."""
+    from tha.models.files import read_json
+    from tha.runtime.sources.animator import load_animator_settings
+
+    path = tmp_path / "_animator.json"
+
+    def load(data: dict) -> AnimatorSettings:
+        path.write_text(json.dumps(data))
+        return load_animator_settings(read_json(path, "animator settings file"), str(path))
+
+    with pytest.warns(UserWarning, match=f"{re.escape(str(path))}: ignoring crop_left"):
+        assert load({"sway_macro_strength": 0.1, "crop_left": 0.0}) == AnimatorSettings(sway_macro_strength=0.1)
+    with pytest.raises(ThaError, match=f"{re.escape(str(path))}: unknown key .* did you mean 'sway_macro_strength'"):
+        load({"sway_macro_strenght": 0.1})

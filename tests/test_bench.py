@@ -44,12 +44,12 @@ def test_head_only_poses_keep_the_face_fixed():
     assert np.all(poses[:, :39] == poses[0, :39]) and len(np.unique(poses[:, 39])) == 6
 
 
-def test_missing_extra_measure_is_one_line(tmp_path, capsys, monkeypatch):
+def test_missing_extra_measure_is_one_line(tmp_path, caplog, monkeypatch):
     from tha.runtime import bench
 
     monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("tha.viewer.no_such_bench", "measure_viewer"))
     assert extra_rows("viewer", tmp_path, 1) == []
-    assert capsys.readouterr().out.strip() == "--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"
+    assert caplog.messages == ["--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"]
 
 
 def test_backend_list_is_validated():

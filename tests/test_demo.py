@@ -16,8 +16,7 @@ from tha.models.character import load_character_model, model_paths
 from tha.models.image import tensor_to_rgba
 from tha.models.pose import neutral_pose, pose_from_dict
 from tha.models.rig_teacher import RigTeacher
-from tha.runtime.demo_character import draw_character, draw_face_mask
-from tha.runtime.live import DEMO_MODEL_DIR
+from tha.runtime.demo_character import DEMO_MODEL_DIR, draw_character, draw_face_mask
 from tha.runtime.renderer import open_backend
 from tha.runtime.video import read_video
 
@@ -85,7 +84,7 @@ def connect(self, address):
     return real_connect(self, address)
 socket.socket.connect = connect
 socket.getaddrinfo = refuse
-from tha.runtime.cli import main
+from tha.runtime.main import main
 main()
 """
 

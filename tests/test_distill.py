@@ -89,9 +89,9 @@ def test_config_and_input_errors_are_one_clear_line(shared, tmp_path):
     Image.fromarray(grey).save(tmp_path / "grey_mask.png")
 
     def run(name: str, **changes) -> str:
-        return _one_error_line(_cli("distill", str(_write(tmp_path / f"{name}.yaml", _tiny(shared, tmp_path / name, **changes)))))
+        return _one_error_line(_cli("distill", "run", str(_write(tmp_path / f"{name}.yaml", _tiny(shared, tmp_path / name, **changes)))))
 
-    assert "does not exist" in _one_error_line(_cli("distill", str(tmp_path / "nope.yaml")))
+    assert "does not exist" in _one_error_line(_cli("distill", "run", str(tmp_path / "nope.yaml")))
     assert "does not exist" in run("missing", character_image_file_name=str(tmp_path / "gone.png"))
     assert "256x256" in run("size", character_image_file_name=str(tmp_path / "small.png"))
     assert "no alpha" in run("alpha", character_image_file_name=str(tmp_path / "rgb.png"))
@@ -134,7 +134,7 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
     config = _tiny(shared, tmp_path / "killed")
     path = _write(tmp_path / "killed.yaml", config)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([*THA, "distill", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*THA, "distill", "run", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     snapshot = None
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -149,7 +149,7 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
     killed_at = load_snapshot(tmp_path / "killed")
     assert not (killed_at["stage"] == "body" and killed_at["examples"] >= 48), "the run finished before the kill"
     # Without --resume the existing run is protected; with it, the run completes.
-    result = _cli("distill", str(path))
+    result = _cli("distill", "run", str(path))
     assert "--resume" in _one_error_line(result)
     torch.manual_seed(0)  # resuming must not depend on the caller's RNG
     resumed = distill(load_config(path), resume=True)
@@ -177,7 +177,7 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
     # with the example buffer: 4 examples rendered per rank per fill, each trained on twice
     path = _write(tmp_path / "ddp.yaml", _tiny(shared, tmp_path / "ddp", face_morpher_batch_size=2, body_morpher_batch_size=2,
                                                teacher_batch_size=4, reuse=2))
-    result = _cli("distill", str(path), "--nproc", "2", timeout=400)
+    result = _cli("distill", "run", str(path), "--nproc", "2", timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
     snapshot = load_snapshot(tmp_path / "ddp")
     assert snapshot["stage"] == "body" and snapshot["examples"] == 48
@@ -266,14 +266,14 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     def run(name: str, *extra: str, **changes) -> str:
         config = _tiny(shared, tmp_path / name)
         config.update(changes)
-        return _one_error_line(_cli("distill", str(_write(tmp_path / f"{name}.yaml", config)), *extra))
+        return _one_error_line(_cli("distill", "run", str(_write(tmp_path / f"{name}.yaml", config)), *extra))
 
     face = _tiny(shared, tmp_path)["face"]
     assert "negative" in run("neg", face={**face, "num_examples": -5})
     assert "lr_drop_factor" in run("drops", face={**face, "lr_drop_at": [8, 16], "lr_drop_factor": [3.0]})
     assert "teacher_batch_size" in run("tb", teacher_batch_size=0)
     (tmp_path / "broken.yaml").write_text("prefix: [unclosed\nteacher: rig\n")
-    assert "not valid YAML" in _one_error_line(_cli("distill", str(tmp_path / "broken.yaml")))
+    assert "not valid YAML" in _one_error_line(_cli("distill", "run", str(tmp_path / "broken.yaml")))
     (tmp_path / "a_file").write_text("x")
     assert "is a file" in run("under", prefix=str(tmp_path / "a_file/run"))
     assert "is a file" in run("isfile", prefix=str(tmp_path / "a_file"))
@@ -384,3 +384,21 @@ def test_animator_poses_include_what_the_animator_shows():
     assert abs(eyebrows_of_a_preset - share) < 0.1, (eyebrows_of_a_preset, share)
     rotations = poses[:, index_of("iris_rotation_x"):]
     assert rotations.abs().sum(1).gt(0).all()  # rotations still drawn for every pose
+
+
+def test_distill_bench_times_the_distillers_own_steps(tmp_path, monkeypatch):
+    """`tha bench --distill` runs `Distiller.step`, the step `tha distill` trains with, once per
+    batch, and nothing around it (no samples, snapshots or TensorBoard files)."""
+    from tha.train import bench
+    from tha.train.distill import Distiller
+
+    small = {"face.resolution": 16, "body.resolution": 32, "face_student.channels": 16,
+             "face_student.num_sine_layers": 2, "body_student.level_channels": [16, 8],
+             "body_student.sine_layers_per_level": 2}
+    config = bench._config(tmp_path, "rig", "cpu", 2, 8, **small)
+    steps = []
+    real = Distiller.step
+    monkeypatch.setattr(Distiller, "step", lambda self, run: steps.append(run.stage.name) or real(self, run))
+    assert all(bench._stage_rate(config, stage) > 0 for stage in ("face", "body"))
+    assert steps == ["face"] * 4 + ["body"] * 4
+    assert not (tmp_path / "run").exists()

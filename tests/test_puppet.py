@@ -101,15 +101,20 @@ def test_profile_round_trip_and_the_shipped_default(tmp_path):
     ("gain: {eye_wink_lft: 2}", "unknown pose parameter"),
     ("smothing: {beta: 1}", "did you mean 'smoothing'"),
     ("eyebrow_down_mode: sad", "eyebrow_down_mode"),
-    ("head_range: [1, 2]", "bad setting"),
+    ("head_range: [1, 2]", "head_range"),
+    ("gain: {mouth_aaa: [1]}", "gain.mouth_aaa: [1] is not a number"),
+    ("smoothing: {betta: 1}", "did you mean 'beta'"),
+    ("smile_min: high", "smile_min: Value 'high'"),
     ("[1, 2", "not valid YAML"),
+    ("[1, 2]", "must be a mapping"),
 ])
 def test_bad_profiles_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ThaError, match=message) as err:
+    with pytest.raises(ThaError) as err:
         load_profile(path)
-    assert "\n" not in str(err.value)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"puppet profile '{path}'")
 
 
 def test_one_euro_removes_jitter_when_still_and_follows_a_fast_move():
@@ -137,6 +142,11 @@ def test_puppet_bad_input_is_one_line(lambda00_dir, tmp_path):
 
 
 @pytest.mark.slow
+def over_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:].astype(np.float32) / 255.0
+    return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.int16)
+
+
 def test_puppet_video_offscreen_moves_the_head(lambda00_dir, tmp_path):
     from skimage import data, transform
 
@@ -153,7 +163,8 @@ def test_puppet_video_offscreen_moves_the_head(lambda00_dir, tmp_path):
     result = _run_tha("puppet", str(lambda00_dir), "--source", "video", str(video), "--offscreen",
                       "--frames", "3", "--record", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
-    frames = [load_rgba(p).astype(np.int16) for p in sorted(out.glob("frame_*.png"))]
+    # Seen as a viewer shows it, over white: a nearly transparent pixel's straight colour is noise.
+    frames = [over_white(load_rgba(p)) for p in sorted(out.glob("frame_*.png"))]
     assert len(frames) == 3
 
     def changed(a, b, rows, cols) -> float:
@@ -177,14 +188,14 @@ def test_bench_puppet_reports_tracking_and_latency(lambda00_dir):
 
 
 def test_calibrate_flag_writes_the_rest_face_into_the_profile(tmp_path):
-    from tha.runtime.puppet import _converter
+    from tha.runtime.puppeteers import load_converter
 
     path = tmp_path / "new_profile.yaml"  # --calibrate may name a profile that does not exist yet
-    converter = _converter(path, calibrate=True)
+    converter = load_converter(path, calibrate=True)
     rest = FaceState({"eyeSquintLeft": 0.25}, (4.0, 2.0, -1.0))
     for i in range(15):
         assert not path.exists()
         converter.convert(rest, i / 30)
     saved = load_profile(path)
     assert saved.neutral_head == (4.0, 2.0, -1.0) and saved.neutral_blendshapes == {"eyeSquintLeft": 0.25}
-    assert _converter(path, calibrate=False).settings == saved
+    assert load_converter(path, calibrate=False).settings == saved

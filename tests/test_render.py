@@ -72,7 +72,7 @@ def test_pose_track_to_mp4_and_png_frames(tmp_path):
     assert np.abs(frames[1].astype(int) - frames[0].astype(int)).mean() > 1.0
 
     out = tmp_path / "track.mp4"
-    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(out), "--fps", "12", "--max-frames", "2")
+    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(out), "--fps", "12", "--frames", "2")
     assert result.returncode == 0, result.stderr
     video, rate = read_video(out)
     assert len(video) == 2 and rate == pytest.approx(12)

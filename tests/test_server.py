@@ -32,7 +32,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-c", "from tha.runtime.cli import main; main()", "serve",
+        process = subprocess.Popen([sys.executable, "-c", "from tha.runtime.main import main; main()", "serve",
                                     str(DEMO), "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -181,10 +181,11 @@ def test_malformed_requests_are_4xx_and_the_stream_survives(server):
         client.post("/api/talkinghead/load_emotion_templates", content=b"{" + b" " * (2 << 20) + b"}",
                     headers=ST_JSON_HEADERS),
     ]
+    too_large = cases.pop()
+    assert too_large.status_code == 413 and "Content Too Large" in too_large.text  # refused before reading
     for reply in cases:
         assert 400 <= reply.status_code < 500, (reply.status_code, reply.text)
         assert reply.json()["detail"]  # a reason, not a bare status
-    assert cases[-1].status_code == 413
     assert decode(read_parts(client, 1)[0]).shape == (512, 512, 4)
     assert process.poll() is None
 
@@ -221,7 +222,7 @@ def test_hostile_requests_are_refused_by_the_limits(server):
     speak = "/api/tha/speak"
     cases = {
         "1 Hz WAV": (client.post(speak, content=wav_bytes(1, 20000)), "sample rate"),
-        "0 Hz WAV": (client.post(speak, content=wav_bytes(8000, 100, declared_rate=0)), "sample rate"),
+        "0 Hz WAV": (client.post(speak, content=wav_bytes(8000, 100, declared_rate=0)), "not an audio file"),
         "11 minutes": (client.post(speak, content=wav_bytes(4000, 4000 * 660, width=1)), "over the limit"),
         "13000x13000 PNG": (client.post("/api/talkinghead/load",
                                         files={"file": ("t.png", png_declaring(13000, 13000), "image/png")}),
@@ -232,8 +233,8 @@ def test_hostile_requests_are_refused_by_the_limits(server):
                                   headers=ST_JSON_HEADERS), "levels deep"),
         "huge integer": (client.post("/api/tha/pose", content='{"head_x": ' + "9" * 5000 + "}",
                                      headers=ST_JSON_HEADERS), "not valid JSON"),
-        "string value": (client.post("/api/tha/pose", json={"head_x": "0.5"}), "give a number"),
-        "boolean value": (client.post("/api/tha/pose", json={"head_x": True}), "give a number"),
+        "string value": (client.post("/api/tha/pose", json={"head_x": "0.5"}), "valid number"),
+        "boolean value": (client.post("/api/tha/pose", json={"head_x": True}), "valid number"),
     }
     for name, (reply, needle) in cases.items():
         assert 400 <= reply.status_code < 500, (name, reply.status_code, reply.text)

@@ -1,5 +1,5 @@
 """The THA4 teacher: upstream's state-dict layout, float64 conformance to the reference
-stages under the SPEC's deterministic weights, the eyebrow cache, `tha pose --teacher`,
+stages under the SPEC's deterministic weights, the eyebrow cache, `tha teacher pose`,
 clear errors for bad teacher files, and the ONNX export."""
 from __future__ import annotations
 
@@ -145,14 +145,14 @@ def test_cli_pose_teacher_float64_matches_reference(teacher_dir, reference, tmp_
 
     from tha.models.image import tensor_to_rgba
     from tha.models.pose import pose_to_dict
-    from tha.runtime.cli import app
+    from tha.runtime.main import app
 
     source = tmp_path / "image.npy"
     np.save(source, reference["image"][0])
     pose_file = tmp_path / "pose.json"
     pose_file.write_text(json.dumps(pose_to_dict(reference["poses"][0])))
     png, tensor = tmp_path / "posed.png", tmp_path / "posed.npy"
-    result = CliRunner().invoke(app, ["pose", "--teacher", str(teacher_dir), "--image", str(source),
+    result = CliRunner().invoke(app, ["teacher", "pose", str(teacher_dir), str(source),
                                       "--pose-file", str(pose_file), "--dtype", "float64",
                                       "-o", str(png), "--save-tensor", str(tensor)])
     assert result.exit_code == 0, result.output
@@ -169,7 +169,7 @@ def test_bad_teacher_files_give_one_clear_line(tmp_path, shared, lambda00_dir, s
     image = str(shared / "tha4-data" / "images" / "lambda_00.png")
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = run_cli("pose", "--teacher", str(empty), "--image", image, "-o", str(tmp_path / "x.png"))
+    result = run_cli("teacher", "pose", str(empty), image, "-o", str(tmp_path / "x.png"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "eyebrow_decomposer.pt" in lines[0], result.stderr

@@ -63,7 +63,7 @@ def reference(lambda00_dir, tmp_path_factory) -> np.ndarray:
     """`tha pose`'s PNG for POSE (run in-process through the real command)."""
     from typer.testing import CliRunner
 
-    from tha.runtime.cli import app
+    from tha.runtime.main import app
 
     out = tmp_path_factory.mktemp("pose") / "posed.png"
     args = ["pose", str(lambda00_dir), "-o", str(out)] + [a for k, v in POSE.items() for a in ("--set", f"{k}={v}")]
@@ -198,57 +198,57 @@ def test_pose_actions_reset_save_load(backend, pose, tmp_path, monkeypatch):
 
 def test_newest_pose_wins(backend, pose, monkeypatch):
     """While the backend renders, two poses arrive: only the newest is rendered next."""
-    from tha.viewer.worker import RenderWorker
+    from tha.runtime.render_loop import RenderLoop
 
     source = SliderSource(neutral_pose())
     backend.asked.clear()
     backend.started.clear()
-    worker = RenderWorker(backend, source)
-    worker.start()
+    loop = RenderLoop(backend, source)
+    loop.start()
     try:
         assert backend.started.wait(60)
         skipped = pose_from_dict({"head_y": 0.5})
         source.set_pose(skipped)
         source.set_pose(pose)
-        assert worker.wait_for(pose, timeout=120) is not None
+        assert loop.wait_for(pose, timeout=120) is not None
     finally:
-        worker.stop()
+        loop.stop()
     asked = [p.tobytes() for p in backend.asked]
     assert asked[0] == neutral_pose().tobytes()
     assert pose.tobytes() in asked and skipped.tobytes() not in asked
 
 
 def test_animator_is_posed_ahead_and_shown_between_model_frames(lambda00):
-    """With the animator and fastcpu the worker renders model frames ahead of the clock and
+    """With the animator and fastcpu the loop renders model frames ahead of the clock and
     publishes blended frames at the display rate: more frames shown than rendered, each close
     to a true render of the pose it shows."""
     from tha.export.verify import psnr
     from tha.runtime.backends.fastcpu import FastCPUBackend
     from tha.runtime.sources.animator import Animator
-    from tha.viewer.worker import RenderWorker
+    from tha.runtime.render_loop import LoopOptions, RenderLoop
 
     animator = Animator()
     animator.set_emotion("joy")
-    worker = RenderWorker(FastCPUBackend(lambda00), animator, display_fps=20.0)
-    assert worker.timeline is not None
+    loop = RenderLoop(FastCPUBackend(lambda00), animator, LoopOptions(display_fps=20.0))
+    assert loop.timeline is not None
     seen: dict[int, object] = {}
-    worker.start()
+    loop.start()
     try:
         deadline = time.monotonic() + 120
-        while worker.model_frames < 4 and time.monotonic() < deadline and worker.error is None:
-            latest = worker.latest()
+        while loop.model_frames < 4 and time.monotonic() < deadline and loop.error is None:
+            latest = loop.latest()
             if latest is not None:
                 seen[latest.serial] = latest
             time.sleep(0.02)
     finally:
-        worker.stop()
-    assert worker.error is None and worker.model_frames >= 4
-    assert len(seen) > worker.model_frames, (len(seen), worker.model_frames)
+        loop.stop()
+    assert loop.error is None and loop.model_frames >= 4
+    assert len(seen) > loop.model_frames, (len(seen), loop.model_frames)
     shown = seen[max(seen)]
     truth = FastCPUBackend(lambda00).render(shown.pose).host()
     assert psnr(shown.frame.host(), truth, 255.0) >= 35.0
-    assert RenderWorker(FastCPUBackend(lambda00), animator, interpolate=False).timeline is None
-    assert RenderWorker(FastCPUBackend(lambda00), SliderSource()).timeline is None  # not predictable
+    assert RenderLoop(FastCPUBackend(lambda00), animator, LoopOptions(interpolate=False)).timeline is None
+    assert RenderLoop(FastCPUBackend(lambda00), SliderSource()).timeline is None  # not predictable
 
 
 def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ cost); on a CPU it is the rig (THA4 at 512 takes seconds an example there).
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ import torch
 
 from tha.train.config import DistillConfig
 from tha.train.distill import Distiller, World, resolve_device
+
+log = logging.getLogger(__name__)
 
 UPSTREAM_EXAMPLES = {"face": 1_000_000, "body": 1_500_000}
 # (label, changes to the config): upstream's loop, then the buffered one: the float32 teacher
@@ -57,26 +60,20 @@ def _config(directory: Path, teacher: str, device: str, batch: int, examples: in
 
 
 def _stage_rate(config: DistillConfig, stage_name: str) -> float:
-    """Examples per second of one stage over `num_examples`, the held-out samples left out."""
+    """Examples per second of `tha distill`'s own student steps (teacher buffer renders included)
+    over one stage's `num_examples`; the held-out samples, snapshots and logging around them are
+    left out."""
     world = World(device=resolve_device(config.device))
     distiller = Distiller(config, world)
-    stage = next(s for s in distiller.stages() if s.name == stage_name)
-    spent = []
-    sample = distiller._sample
-    distiller._sample = lambda *a: spent.append(_timed(sample, *a))  # noqa: SLF001
+    run = distiller.start_stage(next(s for s in distiller.stages() if s.name == stage_name))
     if world.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    distiller.train_stage(stage, None, None)
+    while run.examples < run.stage.num_examples:
+        distiller.step(run)
     if world.device.type == "cuda":
         torch.cuda.synchronize()
-    return stage.num_examples / (time.perf_counter() - start - sum(spent))
-
-
-def _timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+    return run.examples / (time.perf_counter() - start)
 
 
 def half_teacher_psnr(config: DistillConfig, count: int = 16) -> dict[str, float]:
@@ -101,7 +98,7 @@ def half_teacher_psnr(config: DistillConfig, count: int = 16) -> dict[str, float
 
 
 def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, float]]:
-    """Rows of (label, ms per example) for each loop and stage; prints examples/s and the
+    """Rows of (label, ms per example) for each loop and stage; logs examples/s and the
     projected hours of upstream's schedule for each loop."""
     cuda = resolve_device(device).type == "cuda"
     batch = 8 if cuda else 2
@@ -111,8 +108,8 @@ def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, 
         teacher = _teacher_dir(Path(tmp) / "teacher") if cuda else "rig"
         if cuda:
             accuracy = half_teacher_psnr(_config(Path(tmp) / "accuracy", teacher, device, batch, count))
-            print("float16 teacher targets against float32: "
-                  + ", ".join(f"{k} {v:.1f} dB" for k, v in accuracy.items()))
+            log.info("float16 teacher targets against float32: %s",
+                     ", ".join(f"{k} {v:.1f} dB" for k, v in accuracy.items()))
         for label, changes in LOOPS.items():
             rates = {}
             for stage in ("face", "body"):
@@ -120,6 +117,6 @@ def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, 
                 rates[stage] = _stage_rate(config, stage)
                 rows.append((f"distill {stage} ({label}, batch {batch})", 1000 / rates[stage]))
             hours = sum(UPSTREAM_EXAMPLES[s] / rates[s] for s in rates) / 3600
-            print(f"distill {label} {changes}: face {rates['face']:.1f} ex/s, body {rates['body']:.1f} ex/s, "
-                  f"upstream schedule projected {hours:.2f} h")
+            log.info("distill %s %s: face %.1f ex/s, body %.1f ex/s, upstream schedule projected %.2f h",
+                     label, changes, rates["face"], rates["body"], hours)
     return rows

@@ -5,15 +5,14 @@ Defaults are the SPEC's upstream schedule; every number can be overridden in the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from tha.models.errors import ThaError
+from tha.models.settings import load_settings
 
 UINT64_MAX = 2**64 - 1
 SEED_FIELDS = ("face_morpher_random_seed_0", "face_morpher_random_seed_1",
@@ -184,24 +183,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Distill
     path = Path(path)
     if not path.is_file():
         raise ThaError(f"config {path} does not exist; `tha distill init IMAGE MASK -o DIR` writes one")
-    schema = OmegaConf.structured(DistillConfig)
-    try:
-        merged = OmegaConf.merge(schema, OmegaConf.load(path))
-        for item in overrides or []:
-            if "=" not in item:
-                raise ThaError(f"--set {item}: expected KEY=VALUE")
-        # from_dotlist parses each VALUE as YAML: lists, numbers, booleans, null
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides or [])))
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        reason = str(err).splitlines()[0]
-        if "not in struct" in reason or "Key '" in reason and "not" in reason:
-            raise ThaError(f"{path}: unknown key {key!r}; known keys: "
-                           + ", ".join(f.name for f in fields(DistillConfig) if f.name != "source")) from None
-        raise ThaError(f"{path}: {key or 'value'}: {reason}") from None
-    except (ValueError, OSError, TypeError, yaml.YAMLError) as err:
-        raise ThaError(f"{path} is not valid YAML ({str(err).splitlines()[0]})") from None
-    config: DistillConfig = OmegaConf.to_object(merged)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ThaError(f"--set {item}: expected KEY=VALUE")
+    config = load_settings(DistillConfig, path, str(path), overrides=overrides or ())
     config.source = str(path.resolve())
     _check(config, str(path))
     return config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -106,6 +106,22 @@ class Stage:
     loss: Callable[[object, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
     # held-out (teacher, student) images at full size for samples and PSNR
     evaluate: Callable[[nn.Module, Tensor], tuple[Tensor, Tensor]]
+
+
+@dataclass
+class StageRun:
+    """A stage's training state between student steps: what a snapshot saves and a resume restores."""
+
+    stage: Stage
+    module: nn.Module  # the stage's module, DDP-wrapped when there are several ranks
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    scaler: torch.amp.GradScaler
+    autocast: AbstractContextManager
+    examples: int = 0
+    fill: ExampleBuffer | None = None  # the teacher examples the next steps draw from
+    fill_state: Tensor | None = None  # the generator state that buffer was drawn with
+    fill_step: int = 0
 
 
 class Distiller:
@@ -278,58 +294,73 @@ class Distiller:
 
         return SummaryWriter(str(self.output / "tensorboard"))
 
-    def train_stage(self, stage: Stage, snapshot: dict | None, writer) -> None:
+    def start_stage(self, stage: Stage, snapshot: dict | None = None) -> StageRun:
+        """The stage's module, optimizer and generators as a fresh stage starts them, or as
+        ``snapshot`` left them (with the buffer it was drawing from rendered again)."""
         world, config = self.world, self.config
         if snapshot is None:  # fresh stage; its first snapshot marks the start
             stage.module.load_state_dict(fresh_module(stage).state_dict())
         module = _wrap(stage.module, world)
         optimizer = torch.optim.Adam(module.parameters(), lr=stage.learning_rate(0), betas=(0.9, 0.999))
-        generator = torch.Generator().manual_seed(stage.seed_0)
-        scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
-        examples = 0
-        if snapshot is not None:
-            optimizer.load_state_dict(snapshot["optimizer"])
-            generator.set_state(snapshot["generator"])
-            if snapshot["scaler"]:
-                scaler.load_state_dict(snapshot["scaler"])
-            set_rng_state(snapshot["rng"])
-            examples = snapshot["examples"]
-        if examples >= stage.num_examples:
-            return
-        autocast = _autocast(config.precision, world.device)
+        run = StageRun(stage, module, optimizer, torch.Generator().manual_seed(stage.seed_0),
+                       torch.amp.GradScaler(enabled=config.precision == "fp16"),
+                       _autocast(config.precision, world.device))
+        if snapshot is None:
+            return run
+        optimizer.load_state_dict(snapshot["optimizer"])
+        run.generator.set_state(snapshot["generator"])
+        if snapshot["scaler"]:
+            run.scaler.load_state_dict(snapshot["scaler"])
+        set_rng_state(snapshot["rng"])
+        run.examples = snapshot["examples"]
+        # a finished stage renders nothing; otherwise re-render the buffer the snapshot was
+        # drawing from, then go on where it stopped
+        if run.examples < stage.num_examples and snapshot.get("fill_state") is not None:
+            run.fill_state, run.fill_step = snapshot["fill_state"], snapshot["fill_step"]
+            run.generator.set_state(run.fill_state)
+            run.fill = self._fill(stage, run.generator, world)
+            run.generator.set_state(snapshot["generator"])
+        return run
+
+    def step(self, run: StageRun) -> tuple[float, dict[str, Tensor], float]:
+        """One student step, rendering the next teacher buffer first when the last is used up;
+        returns the loss (the mean over ranks), its terms and the learning rate."""
+        stage, world = run.stage, self.world
+        if run.fill is None or run.fill_step >= len(run.fill.order):
+            run.fill_state, run.fill_step = run.generator.get_state(), 0
+            run.fill = self._fill(stage, run.generator, world)
         global_batch = stage.batch_size * world.size
-        bar = tqdm(total=stage.num_examples, initial=examples, unit="ex", unit_scale=True,
+        pixels = stage_pixels(stage, run.generator, global_batch, world)
+        inputs, targets = run.fill.batch(run.fill_step, pixels, self._coords(stage.resolution, pixels))
+        run.fill_step += 1
+        lr = stage.learning_rate(run.examples)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        run.optimizer.zero_grad(set_to_none=True)
+        with run.autocast:
+            out = run.module(*inputs)
+        loss, terms = stage.loss(_to_float(out), targets, run.examples)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.examples += global_batch
+        return _mean_over_ranks(loss.detach(), world), terms, lr
+
+    def train_stage(self, stage: Stage, snapshot: dict | None, writer) -> None:
+        world, config = self.world, self.config
+        run = self.start_stage(stage, snapshot)
+        if run.examples >= stage.num_examples:
+            return
+        global_batch = stage.batch_size * world.size
+        bar = tqdm(total=stage.num_examples, initial=run.examples, unit="ex", unit_scale=True,
                    desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True)
-        last_snapshot, last_sample = examples // config.snapshot_every, examples // stage.sample_every
-        started, started_at = time.perf_counter(), examples
-        fill, fill_state, fill_step = None, None, 0
-        if snapshot is not None and snapshot.get("fill_state") is not None:
-            # re-render the buffer the snapshot was drawing from, then go on where it stopped
-            fill_state, fill_step = snapshot["fill_state"], snapshot["fill_step"]
-            generator.set_state(fill_state)
-            fill = self._fill(stage, generator, world)
-            generator.set_state(snapshot["generator"])
-        if examples == 0:
-            self._sample(stage, module, examples, writer)
-        while examples < stage.num_examples:
-            if fill is None or fill_step >= len(fill.order):
-                fill_state, fill_step = generator.get_state(), 0
-                fill = self._fill(stage, generator, world)
-            pixels = stage_pixels(stage, generator, global_batch, world)
-            inputs, targets = fill.batch(fill_step, pixels, self._coords(stage.resolution, pixels))
-            fill_step += 1
-            lr = stage.learning_rate(examples)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                out = module(*inputs)
-            loss, terms = stage.loss(_to_float(out), targets, examples)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            examples += global_batch
-            value = _mean_over_ranks(loss.detach(), world)
+        last_snapshot, last_sample = run.examples // config.snapshot_every, run.examples // stage.sample_every
+        started, started_at = time.perf_counter(), run.examples
+        if run.examples == 0:
+            self._sample(stage, run.module, run.examples, writer)
+        while run.examples < stage.num_examples:
+            value, terms, lr = self.step(run)
+            examples = run.examples
             self.history[stage.name].append([float(examples), value])
             bar.update(global_batch)
             rate = (examples - started_at) / max(time.perf_counter() - started, 1e-9)
@@ -345,11 +376,11 @@ class Distiller:
                 if world.main:
                     eta = (stage.num_examples - examples) / max(rate, 1e-9)
                     tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s, ETA {eta / 60:.1f} min")
-                self._sample(stage, module, examples, writer)
+                self._sample(stage, run.module, examples, writer)
             if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
                 last_snapshot = examples // config.snapshot_every
-                self._snapshot(stage.name, examples, optimizer, generator, scaler,
-                               fill_state if fill_step < len(fill.order) else None, fill_step)
+                self._snapshot(stage.name, examples, run.optimizer, run.generator, run.scaler,
+                               run.fill_state if run.fill_step < len(run.fill.order) else None, run.fill_step)
         bar.close()
 
     def _snapshot(self, stage: str, examples: int, optimizer, generator, scaler,

@@ -15,7 +15,7 @@ from tha.models.poser import FACE_COLS, FACE_ROWS
 from tha.train.inputs import load_character, load_face_mask
 
 CONFIG_TEMPLATE = """\
-# tha distill config for {name}. Run: tha distill {config}
+# tha distill config for {name}. Run: tha distill run {config}
 # Upstream's fields (its distiller UI writes the same ones):
 prefix: {prefix}                      # output folder: snapshot, samples/, tensorboard/, character_model/
 character_image_file_name: {image}    # 512x512 RGBA, transparent background, head in the face box
@@ -29,7 +29,7 @@ body_morpher_random_seed_1: {s3}
 body_morpher_num_training_examples_per_sample_output: 10000
 body_morpher_batch_size: 8
 num_cpu_workers: 1
-num_gpus: 1                           # informational; use `tha distill CONFIG --nproc N`
+num_gpus: 1                           # informational; use `tha distill run CONFIG --nproc N`
 # Ours:
 teacher: {teacher}                    # upstream teacher dir (5 .pt files), a character model dir, or rig
 poses: sampler                        # or upstream's pose_dataset.pt

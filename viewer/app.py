@@ -13,7 +13,7 @@ from tha.models.errors import ThaError
 from tha.models.pose import load_pose_file, neutral_pose, save_pose_file
 from tha.runtime.backends.base import Backend
 from tha.runtime.sources.base import PoseSource, SliderSource
-from tha.viewer.worker import RenderWorker
+from tha.runtime.render_loop import LoopOptions, RenderLoop
 
 DEFAULT_SIZE = (812, 512)  # room for the panel beside a 512x512 character
 
@@ -51,8 +51,8 @@ class Viewer:
         self.overlay.backgrounds = [b.name for b in BACKGROUNDS]
         self.surface.on_key(self._key)
         self.backend, self.source = backend, source
-        self.worker = RenderWorker(backend, source, interpolate=interpolate, display_fps=fps)
-        blended = " + blended frames" if self.worker.timeline is not None else ""
+        self.render_loop = RenderLoop(backend, source, LoopOptions(interpolate=interpolate, display_fps=fps))
+        blended = " + blended frames" if self.render_loop.timeline is not None else ""
         self.readout = Readout(backend=backend.name + blended, source=source.name)
         self.record, self.fps = record, fps
         self.writer = None
@@ -66,14 +66,14 @@ class Viewer:
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> "Viewer":
         self.source.start()
-        self.worker.start()
+        self.render_loop.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        self.worker.stop()
+        self.render_loop.stop()
         self.source.close()
         if self.writer is not None:
             self.writer.close()
@@ -94,8 +94,8 @@ class Viewer:
 
     def wait_for_pose(self, pose: np.ndarray, timeout: float = 120.0) -> None:
         """Block until the backend has rendered exactly ``pose``."""
-        if self.worker.wait_for(pose, timeout) is None:
-            self._raise_worker_error()
+        if self.render_loop.wait_for(pose, timeout) is None:
+            self._raise_render_error()
             raise ThaError(f"the {self.backend.name} backend did not render the pose within {timeout:g} s")
 
     def trigger(self, action: str) -> None:
@@ -123,7 +123,7 @@ class Viewer:
         from OpenGL.error import Error as GLError
 
         self.surface.poll()
-        self._raise_worker_error()
+        self._raise_render_error()
         try:
             start = time.perf_counter()
             fresh = self._upload()
@@ -152,7 +152,7 @@ class Viewer:
         return pixels
 
     def _upload(self) -> bool:
-        latest = self.worker.latest()
+        latest = self.render_loop.latest()
         if latest is None or latest.serial == self._shown:
             return False
         if latest.frame.on_device:
@@ -178,8 +178,8 @@ class Viewer:
         actions, self._pending = self._pending, []
         return actions
 
-    def _raise_worker_error(self) -> None:
-        err = self.worker.error
+    def _raise_render_error(self) -> None:
+        err = self.render_loop.error
         if err is None:
             return
         if isinstance(err, ThaError):

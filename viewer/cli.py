@@ -1,50 +1,165 @@
-"""`tha view`: the interactive viewer."""
+"""`tha demo`, `tha view`, `tha puppet`: the commands that show a character in the viewer (or
+draw the viewer's frames headless with --offscreen)."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-HELP = (
-    "Show a character posed live in a window, with an ImGui slider panel.\n\n"
+from tha.models.errors import ThaError
+from tha.runtime.options import Backend, BackendChoice, Device, Fps, Frames, Precision, Record, precision_name
+from tha.runtime.puppeteers import Puppeteer
+
+VIEW_HELP = (
+    "Pose a character live in a window, with an ImGui slider panel.\n\n"
     "Keys: H hide/show the panel; R reset the pose; S screenshot (PNG in the current folder); "
-    "B next background (checkerboard, green screen, white, black); C calibrate the puppet source's rest face; Ctrl+S / Ctrl+O save / load the pose JSON "
-    "named in the panel; Esc or Q quit.\n\n"
+    "B next background (checkerboard, green screen, white, black); C calibrate the puppet source's rest face; "
+    "Ctrl+S / Ctrl+O save / load the pose JSON named in the panel; Esc or Q quit.\n\n"
     "--offscreen draws with no window system (EGL), for servers and recordings; give --frames or it runs "
     "until interrupted."
 )
+MODEL_DIR_HELP = "Character model directory (or a fetched name like lambda_00)."
+OFFSCREEN_HELP = "No window: draw in a headless EGL context (servers, CI, recordings)."
+
+
+def _require_display_unless(offscreen: bool) -> None:
+    """Fail with one line before any model loads when a window is wanted and there is no display."""
+    if not offscreen:
+        from tha.viewer.window import require_display
+
+        require_display()
+
+
+def demo(
+    offscreen: bool = typer.Option(False, "--offscreen", help=OFFSCREEN_HELP),
+    frames: Frames = None,
+    record: Record = None,
+    fps: Fps = 30.0,
+    emotion: str = typer.Option("joy", help="Emotion preset the demo character shows."),
+    backend: Backend = BackendChoice.auto,
+    device: Device = "cpu",
+    precision: Precision = None,
+    interpolate: bool = typer.Option(True, help="Pose ahead and show frames blended between model "
+                                     "frames (fastcpu); --no-interpolate: one model frame per shown frame."),
+) -> None:
+    """Open the viewer with the built-in demo character, idling.
+
+    Needs no download: the demo student ships with tha (configs/demo)."""
+    from tha.runtime.demo_character import DEMO_MODEL_DIR
+    from tha.runtime.renderer import open_backend
+    from tha.runtime.sources.animator import Animator
+    from tha.viewer.app import run_viewer
+
+    source = Animator()
+    source.set_emotion(emotion)
+    _require_display_unless(offscreen)
+    with open_backend(backend.value, DEMO_MODEL_DIR, device, precision_name(precision)) as engine:
+        run_viewer(engine, source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
+                   title="tha demo", interpolate=interpolate)
+
+
+class ViewSource(str, Enum):
+    sliders = "sliders"
+    animator = "animator"
 
 
 def view(
-    model_dir: Path = typer.Argument(..., help="Character model directory (or a fetched name like lambda_00)."),
-    backend: str = typer.Option("auto", "--backend", help="auto, cuda, torch-cuda, fastcpu, torch, ort or trt."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 for --backend cuda (default fp16; fp32 is exact)."),
-    source: str = typer.Option("sliders", "--source", help="Where poses come from: sliders (the panel) or another registered source (see tha.runtime.sources.registry)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (CUDA frames reach GL through interop)."),
-    offscreen: bool = typer.Option(False, "--offscreen", help="No window: headless EGL context."),
-    frames: Optional[int] = typer.Option(None, "--frames", min=1, help="Stop after N frames showing the character."),
-    record: Optional[Path] = typer.Option(None, "--record", help="Write the drawn frames (no panel) to .mp4/.webm/.gif or a folder of PNGs."),
-    fps: float = typer.Option(30.0, "--fps", min=1.0, help="Frame rate for --record and --offscreen."),
+    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    backend: Backend = BackendChoice.auto,
+    precision: Precision = None,
+    source: ViewSource = typer.Option(ViewSource.sliders, "--source", help="Where poses come from: the panel's "
+                                      "sliders, or the idle animator (faces drive a character: `tha puppet`)."),
+    device: Device = "cpu",
+    offscreen: bool = typer.Option(False, "--offscreen", help=OFFSCREEN_HELP),
+    frames: Frames = None,
+    record: Record = None,
+    fps: Fps = 30.0,
     no_overlay: bool = typer.Option(False, "--no-overlay", help="Start with the panel hidden."),
     interpolate: bool = typer.Option(True, help="With the animator source and fastcpu: pose ahead and show "
                                      "frames blended between model frames at --fps."),
 ) -> None:
     from tha.models.hub import resolve_model
     from tha.runtime.renderer import open_backend
-    from tha.runtime.sources.registry import make_source
+    from tha.runtime.sources.animator import Animator
+    from tha.runtime.sources.base import SliderSource
     from tha.viewer.app import run_viewer
-    from tha.viewer.window import require_display
 
-    if not offscreen:
-        require_display()
-    pose_source = make_source(source)
-    with open_backend(backend, resolve_model(model_dir), device, precision=precision) as engine:
+    _require_display_unless(offscreen)
+    pose_source = Animator() if source is ViewSource.animator else SliderSource()
+    with open_backend(backend.value, resolve_model(model_dir), device, precision_name(precision)) as engine:
         run_viewer(engine, pose_source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
                    overlay=not no_overlay, title=f"tha - {Path(model_dir).name}", interpolate=interpolate)
     if record is not None:
         typer.echo(f"wrote {record}")
 
 
+def _video_poses(source, frames: int | None):
+    """The pose of each video frame in turn, however slow the backend."""
+    count = 0
+    while (frames is None or count < frames) and source.step():
+        count += 1
+        yield source.read(0.0)
+
+
+def puppet(
+    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    video: Optional[Path] = typer.Argument(None, help="The video file, for --source video."),
+    source: Puppeteer = typer.Option(Puppeteer.ifacialmocap, "--source", help="What drives the face."),
+    phone: Optional[str] = typer.Option(None, "--phone", help="iFacialMocap: the phone's IP; sends it the start string."),
+    bind: str = typer.Option("0.0.0.0", "--bind", help="iFacialMocap: address to listen on. Default: all "
+                             "interfaces, so the phone can reach it; give this computer's LAN address "
+                             "to listen on one network only."),
+    port: int = typer.Option(49983, "--port", help="iFacialMocap: UDP port to listen on."),
+    camera: int = typer.Option(0, "--camera", help="Webcam: device index."),
+    face_landmarker: Optional[Path] = typer.Option(
+        None, "--face-landmarker", help="Webcam/video: a MediaPipe FaceLandmarker .task file (52 blend shapes)."),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="YAML converter profile (configs/puppet_profile.yaml)."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Take the first tracked faces as your rest face (saved to --profile)."),
+    backend: Backend = BackendChoice.auto,
+    device: Device = "cpu",
+    precision: Precision = None,
+    offscreen: bool = typer.Option(False, "--offscreen", help=OFFSCREEN_HELP + " A live source needs --frames."),
+    frames: Frames = None,
+    record: Record = None,
+    fps: Fps = 30.0,
+) -> None:
+    """Drive a character with your face: iFacialMocap, webcam or video.
+
+    iFacialMocap sends ARKit blend shapes from a phone over UDP; a webcam or video file is
+    tracked with MediaPipe."""
+    from tha.models.hub import resolve_model
+    from tha.runtime.puppeteers import load_converter, make_puppeteer
+    from tha.runtime.renderer import open_backend
+
+    if source is Puppeteer.video and video is None:
+        raise ThaError("--source video needs the video file: tha puppet MODEL_DIR --source video FILE")
+    if source is not Puppeteer.video and video is not None:
+        raise ThaError(f"'{video}' is only used with --source video")
+    if source is not Puppeteer.video and offscreen and frames is None:
+        raise ThaError("--offscreen with a live source needs --frames N")
+    # Headless video renders frame by frame; in a window it plays in real time.
+    driver = make_puppeteer(source, load_converter(profile, calibrate), bind=bind, port=port, phone=phone,
+                            camera=camera, face_landmarker=face_landmarker, video=video, realtime=not offscreen)
+    _require_display_unless(offscreen)
+    with open_backend(backend.value, resolve_model(model_dir), device, precision_name(precision)) as engine:
+        if source is Puppeteer.video and offscreen:
+            from tha.runtime.render_file import write_frames
+
+            with driver:
+                drawn = write_frames(engine, _video_poses(driver, frames), record, driver.fps, total=frames, desc="puppet")
+            print(f"drew {drawn} frames" + (f" to {record}" if record else "") + f" ({driver.status})")
+            return
+        from tha.viewer.app import run_viewer
+
+        run_viewer(engine, driver, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
+                   title=f"tha puppet: {source.value}")
+        if offscreen:  # no overlay shows the source's counters: say them once at the end
+            print(f"{source.value}: {driver.status}")
+
+
 def register(app: typer.Typer) -> None:
-    app.command("view", help=HELP)(view)
+    app.command("demo")(demo)
+    app.command("view", help=VIEW_HELP)(view)
+    app.command("puppet")(puppet)

@@ -5,7 +5,8 @@
 // drawn; window.tha.render(pose45) resolves to the model's RGBA output (base64, 512x512x4)
 // for that pose; window.tha.setPose(pose45) shows it with the sliders; window.tha.state()
 // gives {backend, source, fps, frames, message, pose, tracked}; window.tha.posesFromLandmarks(...)
-// runs the webcam conversion (and One Euro smoothing) on given landmarks.
+// runs the webcam conversion (and One Euro smoothing) on given landmarks. URL parameters:
+// ?source=sliders starts on the sliders (still until moved), ?backend=wasm skips WebGPU.
 import * as ort from './vendor/ort/ort.webgpu.min.mjs';
 import { Puppet } from './puppet.js';
 
@@ -13,7 +14,10 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const SIZE = 512;
 
-const state = { backend: '', source: 'animator', fps: 0, frames: 0, message: '', pose: null, tracked: null };
+const state = {
+  backend: '', source: params.get('source') === 'sliders' ? 'sliders' : 'animator',
+  fps: 0, frames: 0, message: '', pose: null, tracked: null,
+};
 
 function say(message) {
   state.message = message;
@@ -38,7 +42,7 @@ async function openSession(site) {
       const half = adapter.features.has('shader-f16') && site.graphs.fp16;
       try {
         const session = await ort.InferenceSession.create(half ? site.graphs.fp16 : site.graphs.fp32,
-          { executionProviders: ['webgpu'] });
+          { executionProviders: ['webgpu'], logSeverityLevel: 3 });
         return { session, label: `WebGPU (${half ? 'fp16' : 'fp32'})` };
       } catch (err) {
         why = `WebGPU failed (${String(err.message || err).split('\n')[0]})`;
@@ -50,7 +54,7 @@ async function openSession(site) {
   const threads = self.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
   ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = true; // inference in a worker: the page and the face tracker stay responsive
-  const session = await ort.InferenceSession.create(site.graphs.fp32, { executionProviders: ['wasm'] });
+  const session = await ort.InferenceSession.create(site.graphs.fp32, { executionProviders: ['wasm'], logSeverityLevel: 3 });
   const isolation = self.crossOriginIsolated ? '' : ', page not cross-origin isolated';
   let label = `WebAssembly (SIMD, ${threads} thread${threads > 1 ? 's' : ''}${isolation})`;
   if (why) label += ` - ${why}, fell back to WebAssembly`;
@@ -223,6 +227,7 @@ async function main() {
     state.source = source;
     $('source').value = source;
   }
+  setSource(state.source);
 
   // Emotion presets drive the animator; with the sliders they set the sliders.
   for (const name of Object.keys(site.emotions)) $('emotion').append(new Option(name, name));
@@ -288,8 +293,13 @@ async function main() {
   let windowFrames = 0;
   let resolveReady;
   const ready = new Promise((resolve) => { resolveReady = resolve; });
+  const unchanged = (pose) => state.pose !== null && pose.every((v, i) => v === state.pose[i]);
   async function frame() {
     const pose = currentPose(performance.now() / 1000);
+    if (state.source === 'sliders' && unchanged(pose)) { // a still pose is drawn once, not every frame
+      requestAnimationFrame(frame);
+      return;
+    }
     const rgba = await exclusive(() => infer(pose));
     image.data.set(rgba);
     context.putImageData(image, 0, 0);

@@ -1,7 +1,8 @@
 """The CUDA backend: the folded student (``tha.export.folded``) replayed as CUDA graphs.
 
-Per frame the host uploads the pose (45 floats) and replays one graph: face (on a face-cache
-miss) + paste + body + RGBA8 conversion, all into static buffers, so nothing is allocated,
+Per frame the host uploads the pose (45 floats) and replays one graph of the frame path's
+stages (``tha.runtime.backends.pipeline``): face (on a face-cache miss) + paste + body +
+RGBA8, all into static buffers, so nothing is allocated,
 copied or synchronised beyond that upload. The frame stays on the GPU (for the viewer's
 CUDA-GL interop) until someone calls ``Frame.host()``. ``render_batch`` runs N poses through
 the same modules under ``torch.func.vmap``: one graph per batch size used.
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tha.export.folded import FoldedBody, FoldedFace, paste_patch
+from tha.export.folded import FoldedBody, FoldedFace
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend, FaceCache, Frame
 from tha.models.image import rgba8
+from tha.models.poser import paste_face
 
 PRECISIONS = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -108,7 +110,7 @@ class CudaBackend(Backend):
         """The frame path into the static buffers (eager; what the graphs replay)."""
         pose = self.pose.to(self.dtype)
         if face:
-            self.pasted.copy_(paste_patch(self.image, self.face(pose[:, : self.face_pose_size])))
+            paste_face(self.image, self.face(pose[:, : self.face_pose_size]), out=self.pasted)
         self.posed.copy_(self.body(self.pasted, pose))
         self.rgba.copy_(rgba8(self.posed[0]))
 
@@ -137,7 +139,7 @@ class CudaBackend(Backend):
         vmap = torch.func.vmap
         p = poses.to(self.dtype)[:, None]  # (N,1,45): each sample is a batch-1 pose
         patches = vmap(self.face)(p[..., : self.face_pose_size])
-        pasted = vmap(paste_patch, in_dims=(None, 0))(self.image, patches)
+        pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches)
         posed = vmap(self.body)(pasted, p)
         out.copy_(vmap(rgba8)(posed[:, 0].float()))
 

@@ -11,15 +11,17 @@ Where a plain PyTorch student spends a 2-core CPU's time, and what this does ins
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace, paste_patch
+from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace
 from tha.models.character import CharacterModel
-from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.models.image import rgba8
+from tha.runtime.backends.active_tiles import ActiveTiles
+from tha.runtime.backends.pipeline import PipelineBackend
 
 
 def upsample2x(x: Tensor, tmp: Tensor, out: Tensor) -> Tensor:
@@ -121,7 +123,6 @@ class FastFace:
         self.last = _Gemm(face.last)
         self.plan = FastPlan(ws)
 
-    @torch.inference_mode()  # the workspace buffers are inference tensors
     def __call__(self, pose: Tensor) -> Tensor:
         x = self.plan.first(self.face.first, pose, None)
         for layer in self.hidden:
@@ -131,62 +132,71 @@ class FastFace:
 
 
 class FastBody:
-    def __init__(self, body: FoldedBody, ws: Workspace):
+    def __init__(self, body: FoldedBody, ws: Workspace, active_tiles: bool = True):
         self.body = body
         self.levels = [[_Gemm(d) for d in level] for level in body.levels]
         self.last = _Gemm(body.last)
         self.plan = FastPlan(ws)
+        finest = body.firsts[-1]
+        sparse = active_tiles and len(self.levels) > 1 and finest.feature_size * 2 == body.size
+        self.finest = ActiveTiles(finest, self.levels[-1], self.last, body.size) if sparse else None
 
-    @torch.inference_mode()
-    def __call__(self, image: Tensor, pose: Tensor) -> Tensor:
-        return self.compose(image, self.fields(pose))
-
-    @torch.inference_mode()
-    def fields(self, pose: Tensor) -> Tensor:
-        """The morpher's raw output (1,7,S,S): grid change (2), alpha (1), colour change (4)."""
+    def fields(self, image: Tensor, pose: Tensor) -> Tensor:
+        """The morpher's raw output (1,7,S,S) for ``image`` (face pasted) into a reused buffer
+        (rewritten next frame); the finest level only where the frame can change."""
         x = None
-        for first, hidden in zip(self.body.firsts, self.levels):
+        levels = list(zip(self.body.firsts, self.levels))
+        dense = levels if self.finest is None else levels[:-1]
+        for first, hidden in dense:
             x = self.plan.first(first, pose, x)
             for layer in hidden:
                 x = self.plan.dense(layer, x)
+        if self.finest is not None:
+            return self.finest.fields(image, pose, x)
         s = self.body.size
         return torch.mm(self.last.weight, x).view(1, -1, s, s)
 
-    def compose(self, image: Tensor, out: Tensor) -> Tensor:
-        """Warp and blend ``image`` with fields from ``fields``: the cheap part of a frame."""
-        grid_change, alpha, color_change = out[:, 0:2], out[:, 2:3], out[:, 3:]
-        grid = self.body.identity_grid + grid_change.permute(0, 2, 3, 1)
-        warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return (1 - alpha) * warped + alpha * color_change
 
-
-class FastCPUBackend(Backend):
-    """The folded student on the CPU with in-place GEMM + sine; same numbers as torch."""
-
+class FastCPUEngine:
     name = "fastcpu"
 
-    def __init__(self, model: CharacterModel):
+    def __init__(self, model: CharacterModel, active_tiles: bool = True):
         ws = Workspace()
-        self.face = FastFace(FoldedFace(model.face_morpher).eval(), ws)
-        self.image = model.image_tensor()[None]
-        self.body = FastBody(FoldedBody(model.body_morpher).eval(), ws)
-        self.face_pose_size = model.face_morpher.config.pose_size
-        self.face_cache = FaceCache(self.face_pose_size)
+        self.fast_face = FastFace(FoldedFace(model.face_morpher).eval(), ws)
+        self.fast_body = FastBody(FoldedBody(model.body_morpher).eval(), ws, active_tiles)
 
-    @torch.inference_mode()
-    def render_tensor(self, pose: np.ndarray) -> Tensor:
-        p = torch.from_numpy(np.asarray(pose, dtype=np.float32).reshape(1, -1))
-        patch = self.face_cache.get(pose, lambda _: self.face(p[:, : self.face_pose_size]))
-        return self.body(paste_patch(self.image, patch), p)
+    def face(self, face_pose: Tensor) -> Tensor:
+        return self.fast_face(face_pose)
 
-    @torch.inference_mode()
+    def body(self, image: Tensor, pose: Tensor) -> Tensor:
+        return self.compose(image, self.fast_body.fields(image, pose))
+
+    def compose(self, image: Tensor, fields: Tensor) -> Tensor:
+        """Warp and blend ``image`` with body fields: the cheap part of a frame."""
+        return self.fast_body.body.compose(image, fields)
+
+    def scope(self) -> AbstractContextManager:
+        return torch.inference_mode()  # the workspace buffers are inference tensors
+
+
+class FastCPUBackend(PipelineBackend):
+    """The folded student on the CPU with in-place GEMM + sine; same numbers as torch. It also
+    hands out a pose's fields, so frames between model frames can be blended
+    (``tha.runtime.interpolate``)."""
+
+    def __init__(self, model: CharacterModel, active_tiles: bool = True):
+        """``active_tiles``: evaluate the finest level only where the frame can change
+        (``tha.runtime.backends.active_tiles``); False runs the whole grid."""
+        super().__init__(FastCPUEngine(model, active_tiles), model.image_tensor()[None],
+                         model.face_morpher.config.pose_size)
+
     def fields(self, pose: np.ndarray) -> tuple[Tensor, Tensor]:
-        """(face-pasted image, body fields) of a pose: what ``tha.runtime.interpolate`` blends."""
-        p = torch.from_numpy(np.asarray(pose, dtype=np.float32).reshape(1, -1))
-        patch = self.face_cache.get(pose, lambda _: self.face(p[:, : self.face_pose_size]))
-        image = paste_patch(self.image, patch)
-        return image, self.body.fields(p).clone()  # the workspace buffer is reused next frame
+        """(face-pasted image, body fields) of a pose, both the caller's to keep."""
+        with self.engine.scope():
+            p = self.pose_tensor(pose)
+            image = self.pasted_image(pose, p)
+            return image.clone(), self.engine.fast_body.fields(image, p).clone()
 
-    @torch.inference_mode()
-    def render(self, pose: np.ndarray) -> Frame:
-        return Frame(rgba8(self.render_tensor(pose)[0]).numpy())
+    def compose(self, image: Tensor, fields: Tensor) -> Tensor:
+        with self.engine.scope():
+            return self.engine.compose(image, fields)

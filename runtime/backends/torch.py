@@ -1,44 +1,42 @@
-"""PyTorch backend (CPU or CUDA): the reference student poser, with the face patch cached."""
+"""PyTorch backend (CPU or CUDA): the reference student modules, upstream-shaped, in the one
+frame path."""
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, ExitStack
 
-import numpy as np
 import torch
+from torch import Tensor
 
 from tha.models.character import CharacterModel
-from tha.models.poser import paste_face
-from tha.runtime.backends.base import Backend, FaceCache, Frame
 from tha.runtime.backends.cuda import exact_fp32
-from tha.models.image import rgba8
+from tha.runtime.backends.pipeline import PipelineBackend
 
 
-class TorchBackend(Backend):
-    name = "torch"
-
-    def __init__(self, model: CharacterModel, device: str = "cpu", dtype: torch.dtype = torch.float32):
-        self.device = torch.device(device)
-        self.dtype = dtype
+class TorchEngine:
+    def __init__(self, model: CharacterModel, device: torch.device, dtype: torch.dtype):
         # Copies: Module.to() moves in place, and the caller's model may serve other backends.
-        self.face = copy.deepcopy(model.face_morpher).to(self.device, dtype).eval()
-        self.body = copy.deepcopy(model.body_morpher).to(self.device, dtype).eval()
-        self.image = model.image_tensor(dtype).to(self.device)[None]
-        self.face_cache = FaceCache(self.face.config.pose_size)
-        if self.device.type == "cuda":
-            self.name = "torch-cuda"
+        self.face_morpher = copy.deepcopy(model.face_morpher).to(device, dtype).eval()
+        self.body_morpher = copy.deepcopy(model.body_morpher).to(device, dtype).eval()
+        self.exact = device.type == "cuda" and dtype == torch.float32
+        self.name = "torch-cuda" if device.type == "cuda" else "torch"
 
-    def _pose(self, pose: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(pose, dtype=np.float32), device=self.device).to(self.dtype)[None]
+    def face(self, face_pose: Tensor) -> Tensor:
+        return self.face_morpher(face_pose)
 
-    @torch.no_grad()
-    def render_tensor(self, pose: np.ndarray) -> torch.Tensor:
-        # fp32 on CUDA means fp32: no TF32 convolutions/matmuls (scoped, see exact_fp32).
-        exact = self.device.type == "cuda" and self.dtype == torch.float32
-        with exact_fp32() if exact else nullcontext():
-            p = self._pose(pose)
-            patch = self.face_cache.get(pose, lambda _: self.face(p[:, : self.face.config.pose_size]))
-            return self.body(paste_face(self.image, patch), p).blended_image
+    def body(self, image: Tensor, pose: Tensor) -> Tensor:
+        return self.body_morpher(image, pose).blended_image
 
-    def render(self, pose: np.ndarray) -> Frame:
-        return Frame(rgba8(self.render_tensor(pose)[0]))
+    def scope(self) -> AbstractContextManager:
+        stack = ExitStack()
+        stack.enter_context(torch.no_grad())
+        if self.exact:  # fp32 on CUDA means fp32: no TF32 convolutions/matmuls (scoped, see exact_fp32)
+            stack.enter_context(exact_fp32())
+        return stack
+
+
+class TorchBackend(PipelineBackend):
+    def __init__(self, model: CharacterModel, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        device = torch.device(device)
+        super().__init__(TorchEngine(model, device, dtype), model.image_tensor(dtype).to(device)[None],
+                         model.face_morpher.config.pose_size)

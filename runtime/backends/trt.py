@@ -1,5 +1,5 @@
-"""TensorRT backend: the face and body engines on one CUDA stream, buffers owned by torch,
-the face patch cached, frames left on the GPU for the viewer.
+"""TensorRT backend: the face and body engines on one CUDA stream in the one frame path,
+buffers owned by torch, frames left on the GPU for the viewer.
 
 Device memory and the stream come from torch (no second allocator); the one CUDA runtime call
 we make ourselves, the stream synchronisation, goes through cuda-python. Engines are checked
@@ -7,16 +7,15 @@ against their sidecar before TensorRT sees them (see ``tha.export.trt_engine``).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-import numpy as np
 import torch
 
 from tha.export.trt_engine import check_engine, current_platform
 from tha.models.errors import ThaError
-from tha.models.poser import FACE_COLS, FACE_ROWS
-from tha.runtime.backends.base import Backend, FaceCache, Frame
-from tha.models.image import rgba8
+from tha.runtime.backends.pipeline import PipelineBackend
 
 
 def _cudart():
@@ -53,10 +52,12 @@ class Engine:
             raise ThaError("TensorRT failed to run an engine; rebuild it with `tha export MODEL_DIR --onnx --trt`")
 
 
-class TrtBackend(Backend):
-    """face.<p>.engine + body.<p>.engine from an export directory."""
+class TrtEngine:
+    """face.<p>.engine + body.<p>.engine on one stream. The face engine's output tensor is the
+    face cache (it is only overwritten on a miss) and the face is pasted straight into the body
+    engine's input tensor."""
 
-    def __init__(self, image: torch.Tensor, export_dir: Path, fp16: bool = True, face_pose_size: int = 39):
+    def __init__(self, export_dir: Path, fp16: bool):
         try:
             import tensorrt as trt
         except ImportError:
@@ -68,42 +69,34 @@ class TrtBackend(Backend):
         hashes = read_manifest(export_dir).get("files", {})
         precision = "fp16" if fp16 else "fp32"
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.face = Engine(export_dir / f"face.{precision}.engine", runtime, trt, hashes.get("face.onnx"))
-        self.body = Engine(export_dir / f"body.{precision}.engine", runtime, trt, hashes.get("body.onnx"))
+        self.face_engine = Engine(export_dir / f"face.{precision}.engine", runtime, trt, hashes.get("face.onnx"))
+        self.body_engine = Engine(export_dir / f"body.{precision}.engine", runtime, trt, hashes.get("body.onnx"))
         self.stream = torch.cuda.Stream()
         self.cudart = _cudart()
-        self.image = image[None].to("cuda", torch.float32)
-        self.face_pose_size = face_pose_size
-        self.face_cache = FaceCache(face_pose_size)
         self.name = f"trt-{precision}"
 
-    def _sync(self) -> None:
+    def face(self, face_pose: torch.Tensor) -> torch.Tensor:
+        self.face_engine.tensors["pose"].copy_(face_pose)
+        self.face_engine.run(self.stream)
+        return self.face_engine.tensors["patch"]
+
+    def body(self, image: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        self.body_engine.tensors["pose"].copy_(pose)
+        self.body_engine.run(self.stream)
+        return self.body_engine.tensors["image_out"].to(torch.float32, copy=True)  # fp16 engines: float32 out
+
+    @contextmanager
+    def scope(self) -> Iterator[None]:
+        """The frame's work on this engine's stream; returns once the GPU has finished it."""
+        with torch.cuda.stream(self.stream):
+            yield
         (err,) = self.cudart.cudaStreamSynchronize(self.stream.cuda_stream)
         if int(err) != 0:
             raise ThaError(f"CUDA error {err} while rendering; check the GPU with `tha doctor`")
 
-    def _patch(self, pose: torch.Tensor) -> None:
-        self.face.tensors["pose"].copy_(pose[:, : self.face_pose_size])
-        self.face.run(self.stream)
 
-    def render_tensor(self, pose: np.ndarray) -> torch.Tensor:
-        with torch.cuda.stream(self.stream):
-            p = torch.from_numpy(np.asarray(pose, dtype=np.float32)[None]).to("cuda", non_blocking=True)
-            # The face engine's output tensor *is* the cache: it is only overwritten on a miss.
-            if self.face_cache.changed(pose):
-                self._patch(p)
-            image = self.body.tensors["image"]
-            image.copy_(self.image)
-            image[:, :, FACE_ROWS, FACE_COLS] = self.face.tensors["patch"]
-            self.body.tensors["pose"].copy_(p)
-            self.body.run(self.stream)
-            out = self.body.tensors["image_out"].clone()
-        self._sync()
-        return out
-
-    def render(self, pose: np.ndarray) -> Frame:
-        frame = self.render_tensor(pose)
-        with torch.cuda.stream(self.stream):
-            rgba = rgba8(frame[0].float())
-        self._sync()
-        return Frame(rgba)
+class TrtBackend(PipelineBackend):
+    def __init__(self, image: torch.Tensor, export_dir: Path, fp16: bool = True, face_pose_size: int = 39):
+        engine = TrtEngine(export_dir, fp16)
+        super().__init__(engine, image[None].to("cuda", torch.float32), face_pose_size,
+                         pasted=engine.body_engine.tensors["image"])

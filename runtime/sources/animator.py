@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from tha.models.errors import ThaError
 from tha.models.limits import FPS_RANGE, check_range
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose, pose_from_dict
+from tha.models.settings import load_settings
 from tha.runtime.emotions import NEUTRAL, Emotions, load_emotions, resolve
 from tha.runtime.sources.base import PoseSource
 
@@ -67,21 +69,29 @@ class AnimatorSettings:
                            "must be > 0")
 
 
+# SillyTavern-extras' `_animator.json` keys (its `animator_defaults`, and the upscaler its
+# settings editor adds) this animator has no counterpart for: a character's file that carries
+# them still loads, with a warning naming them. Any other unknown key is an error.
+EXTRAS_ONLY = frozenset({
+    "crop_left", "crop_right", "crop_top", "crop_bottom", "pose_interpolator_step", "blink_probability",
+    "blink_confusion_duration", "talking_morph", "sway_morphs", "postprocessor_chain",
+    "upscale", "upscale_preset", "upscale_quality",
+})
+
+
+def load_animator_settings(source: Mapping[str, Any] | Path | None, what: str,
+                           base: AnimatorSettings | None = None) -> AnimatorSettings:
+    """``base`` (the defaults) overlaid with ``source`` (e.g. a parsed `_animator.json`); ``what``
+    names the source in errors."""
+    return load_settings(AnimatorSettings, source, what, base=base, ignore=EXTRAS_ONLY)
+
+
 def settings_from_dict(data: Mapping[str, Any] | None,
                        base: AnimatorSettings | None = None) -> tuple[AnimatorSettings, list[str]]:
-    """``base`` (the defaults) overlaid with ``data``; also returns the keys it did not know (e.g. extras'
-    postprocessor settings), which callers report rather than refuse."""
-    base = base or AnimatorSettings()
-    if data is None:
-        return base, []
-    if not isinstance(data, Mapping):
-        raise ThaError(f"animator settings must be a JSON object, not {type(data).__name__}")
-    known = {f.name for f in fields(AnimatorSettings)}
-    unknown = sorted(k for k in data if k not in known)
-    values = {k: v for k, v in data.items() if k in known}
-    if "seed" in values and values["seed"] is not None and not isinstance(values["seed"], int):
-        raise ThaError("animator setting seed must be an integer or null")
-    return replace(base, **values), unknown
+    """A `load_animator_settings` request's body over ``base``, and the extras-only keys it
+    ignored, which the server names in its reply."""
+    ignored = sorted(k for k in data if k in EXTRAS_ONLY) if isinstance(data, Mapping) else []
+    return load_animator_settings(data, "load_animator_settings request", base), ignored
 
 
 def smoothstep(x: float) -> float:

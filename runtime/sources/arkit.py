@@ -35,9 +35,8 @@ through the One Euro filter. The settings live in a YAML profile
 """
 from __future__ import annotations
 
-import difflib
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +45,7 @@ import yaml
 from tha.models.errors import ThaError
 from tha.models.files import atomic_write_text
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
+from tha.models.settings import load_settings
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
 
 BLENDSHAPE_NAMES: tuple[str, ...] = tuple(
@@ -102,6 +102,18 @@ class ConverterSettings:
     neutral_head: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the calibrated rest head, degrees
     neutral_blendshapes: dict[str, float] = field(default_factory=dict)  # the calibrated rest face
 
+    def __post_init__(self) -> None:
+        # OmegaConf before 2.4 hands tuple fields over as lists and checks no tuple's length; and
+        # no version checks a typed dict's values that are lists or mappings themselves.
+        for name in ("head_range", "neutral_head"):
+            value = tuple(_number(f"{name}[{i}]", v) for i, v in enumerate(getattr(self, name)))
+            if len(value) != 3:
+                raise ThaError(f"{name} needs 3 numbers (pitch, yaw, roll), not {len(value)}")
+            setattr(self, name, value)
+        for name in ("gain", "offset", "neutral_blendshapes"):
+            setattr(self, name, {key: _number(f"{name}.{key}", v) for key, v in getattr(self, name).items()})
+        self.validate()
+
     def validate(self) -> None:
         if self.eyebrow_down_mode not in EYEBROW_DOWN_MODES:
             raise ThaError(f"eyebrow_down_mode '{self.eyebrow_down_mode}' is not one of {', '.join(EYEBROW_DOWN_MODES)}")
@@ -112,6 +124,12 @@ class ConverterSettings:
         for name in self.neutral_blendshapes:
             if name not in BLENDSHAPE_NAMES:
                 raise ThaError(f"neutral_blendshapes: '{name}' is not an ARKit blend shape name")
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ThaError(f"{name}: {value!r} is not a number")
+    return float(value)
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -270,43 +288,11 @@ def settings_to_dict(s: ConverterSettings) -> dict:
     return d
 
 
-def settings_from_dict(data: dict, source: str = "profile") -> ConverterSettings:
-    known = {f.name for f in fields(ConverterSettings)}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ThaError(f"{source}: unknown setting '{key}'{hint}")
-    values = dict(data)
-    try:
-        if "smoothing" in values:
-            values["smoothing"] = OneEuroSettings(**(values["smoothing"] or {}))
-        for key in ("head_range", "neutral_head"):
-            if key in values:
-                values[key] = tuple(float(v) for v in values[key])
-                if len(values[key]) != 3:
-                    raise ValueError(f"{key} needs 3 numbers")
-        for key in ("gain", "offset", "neutral_blendshapes"):
-            if key in values:
-                values[key] = {str(k): float(v) for k, v in (values[key] or {}).items()}
-        settings = ConverterSettings(**values)
-    except (TypeError, ValueError) as err:
-        raise ThaError(f"{source}: bad setting ({err}); see configs/puppet_profile.yaml") from None
-    settings.validate()
-    return settings
-
-
 def load_profile(path: str | Path) -> ConverterSettings:
     path = Path(path)
     if not path.is_file():
         raise ThaError(f"puppet profile '{path}' not found; pass an existing YAML file or omit --profile")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ThaError(f"puppet profile '{path}' is not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ThaError(f"puppet profile '{path}' must be a mapping of settings")
-    return settings_from_dict(data, source=str(path))
+    return load_settings(ConverterSettings, path, f"puppet profile '{path}'", fix="see configs/puppet_profile.yaml")
 
 
 def save_profile(path: str | Path, settings: ConverterSettings) -> None:

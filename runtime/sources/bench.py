@@ -2,11 +2,14 @@
 change takes to reach pixels (UDP datagram in -> pose -> rendered frame on the host)."""
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def _astronaut_frames(count: int) -> list[np.ndarray]:
@@ -77,7 +80,7 @@ def measure_puppet(model_dir: Path, frames: int) -> list[tuple[str, float]]:
     try:
         rows.insert(0, ("webcam tracking (FaceMesh) ms/frame", tracking_ms(max(frames, 5))))
     except ThaError as err:  # an optional extra missing: the other rows still stand
-        print(f"--puppet: webcam tracking not measured: {err}")
+        log.warning("--puppet: webcam tracking not measured: %s", err)
     except ImportError as err:
-        print(f"--puppet: webcam tracking not measured: needs MediaPipe ({err}; `pip install '.[webcam]'`)")
+        log.warning("--puppet: webcam tracking not measured: needs MediaPipe (%s; `pip install '.[webcam]'`)", err)
     return rows

@@ -1,7 +1,7 @@
 """`tha export MODEL --web OUT`: a self-contained static site that poses the character in a
 browser (ONNX Runtime Web on WebGPU or WebAssembly, MediaPipe FaceMesh for the webcam).
 
-The site holds the page (``web/``), ``tha.json`` (``web_shared``), the character image, the
+The site holds the page (this folder), ``tha.json`` (``shared``), the character image, the
 fused student graph (fp32, and fp16 for WebGPU with shader-f16) and every script and
 WebAssembly file it loads, copied from the npm packages pinned by ``web/package-lock.json``.
 Those packages are installed once with ``npm ci`` into a cache keyed by the lock file, so
@@ -17,12 +17,12 @@ from pathlib import Path
 
 from tha.export.exporter import write_fp16
 from tha.export.onnx_graphs import export_graph, graph_specs
-from tha.export.web_shared import shared_definition
+from tha.web.shared import shared_definition
 from tha.models.character import load_character_model, model_paths
 from tha.models.errors import ThaError
 from tha.models.files import atomic_write_bytes, atomic_write_text, check_output_dir
 
-WEB_SOURCES = Path(__file__).resolve().parent.parent / "web"
+WEB_SOURCES = Path(__file__).resolve().parent
 PAGE_FILES = ("index.html", "app.js", "puppet.js", "style.css")
 # npm package -> files the site needs from it (under vendor/<short name>/).
 VENDORED = {

@@ -1,0 +1,162 @@
+"""The body morpher's finest level, evaluated only where this frame can differ from the image.
+
+Away from the character the morpher leaves the image as it is: at most pixels of a 512x512
+frame the blended output equals the face-pasted input to within 1e-3 (about 55-65% of the
+frame on upstream's characters, whatever the pose). The finest level is ~half of a frame's
+CPU time, so it is worth not computing there. Which pixels those are depends on the pose (a
+turned body sweeps a large area), so every frame first evaluates the level exactly on a probe
+grid (one pixel in 16, every 4th row and column), composes those pixels, and keeps the 16x16
+tiles within ``DILATE_PX`` of a probe whose output differs from the image by more than
+``TOLERANCE``. The level then runs on those tiles only, and everywhere else the fields are
+zero: no warp, no blend, the image itself, which is what the network produces there.
+
+The tiles' first layer is computed from a one-pixel padded window of the coarser level with
+the same lerp arithmetic as ``fastcpu.upsample2x``, so their numbers are those of the full
+grid.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tha.export.folded import FirstLayer
+from tha.models.student import compose, position_grid
+
+TILE = 16  # fine pixels per tile side
+PROBE = 4  # probe spacing in fine pixels (probes sit at 4i+1, 4j+1)
+DILATE_PX = 12  # how far from a changing probe a pixel may still change
+TOLERANCE = 1e-3  # in the [-1,1] space: below half a uint8 step
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of active tiles in one band of rows: fine rows [y, y+TILE), columns [x, x+width)."""
+
+    y: int
+    x: int
+    width: int
+    offset: int  # first column of this segment in the packed (C, N) activations
+
+    @property
+    def pixels(self) -> int:
+        return TILE * self.width
+
+
+def segments_of(active: Tensor) -> list[Segment]:
+    """Runs of consecutive active tiles per band of an (H/TILE, W/TILE) boolean tile map."""
+    segments, offset = [], 0
+    for band, row in enumerate(active.tolist()):
+        start = None
+        for t, on in enumerate([*row, False]):
+            if on and start is None:
+                start = t
+            elif not on and start is not None:
+                seg = Segment(band * TILE, start * TILE, (t - start) * TILE, offset)
+                segments.append(seg)
+                offset += seg.pixels
+                start = None
+    return segments
+
+
+def upsample_window(window: Tensor, out: Tensor, tmp: Tensor) -> Tensor:
+    """Bilinear 2x of a (C, h+2, w+2) window (one pixel of context on each side) into
+    out (C, 2h, 2w); the same taps and lerps as ``fastcpu.upsample2x``."""
+    c, h, w = window.shape[0], window.shape[1] - 2, window.shape[2] - 2
+    rows = tmp.view(c, h, 2, w + 2)
+    middle = window[:, 1:-1]
+    torch.lerp(middle, window[:, :-2], 0.25, out=rows[:, :, 0])
+    torch.lerp(middle, window[:, 2:], 0.25, out=rows[:, :, 1])
+    t = tmp.view(c, 2 * h, w + 2)
+    cols = out.view(c, 2 * h, w, 2)
+    centre = t[:, :, 1:-1]
+    torch.lerp(centre, t[:, :, :-2], 0.25, out=cols[..., 0])
+    torch.lerp(centre, t[:, :, 2:], 0.25, out=cols[..., 1])
+    return out
+
+
+class ActiveTiles:
+    """Evaluates a 2x-upsampled finest level (its first layer, hidden layers and the last
+    linear layer) on the tiles that can change, given the coarser level's features."""
+
+    def __init__(self, first: FirstLayer, hidden: list, last, size: int):
+        if first.feature_size * 2 != size or size % TILE:
+            raise ValueError("ActiveTiles needs a finest level at twice the previous one's size")
+        self.first, self.hidden, self.last, self.size = first, hidden, last, size
+        self.channels = first.bias.shape[0]
+        self.probe_coords = position_grid(size)[:, :, 1::PROBE, 1::PROBE].contiguous()  # (1,2,S/4,S/4)
+        self._buffers: dict[tuple, Tensor] = {}
+        self.active_fraction = 1.0  # of the last frame, for benchmarks and tests
+
+    def _buffer(self, name: str, *shape: int) -> Tensor:
+        """A reused buffer at least this large, viewed at this shape (sizes vary per frame)."""
+        n = 1
+        for d in shape:
+            n *= d
+        flat = self._buffers.get((name,))
+        if flat is None or flat.numel() < n:
+            flat = self._buffers[(name,)] = torch.empty(n)
+        return flat[:n].view(*shape)
+
+    def _run(self, pre: Tensor) -> Tensor:
+        """sin, the hidden layers and the last linear layer on packed (C+1, N) activations whose
+        last row is ones; returns (7, N)."""
+        x = pre
+        x[: self.channels].sin_()
+        for i, layer in enumerate(self.hidden):
+            out = self._buffer(f"hidden{i % 2}", layer.out_channels + 1, x.shape[1])
+            out[layer.out_channels] = 1.0
+            layer(x, out)
+            x = out
+        return torch.mm(self.last.weight, x)
+
+    def fields(self, image: Tensor, pose: Tensor, features: Tensor) -> Tensor:
+        """(1,7,S,S) fields; zero (the image unchanged) outside the active tiles."""
+        c, s, side = self.channels, self.size, self.first.feature_size
+        per_frame = torch.addmv(self.first.bias, self.first.w_pose, pose[0])
+        row = self.first.row + per_frame[:, None, None]  # (C,S,1): the pose term rides with the row term
+        coarse = torch.mm(self.first.w_feature, features[:-1]).view(c, side, side)
+        padded = F.pad(coarse[None], (1, 1, 1, 1), mode="replicate")[0]  # the edge clamp, as a margin
+
+        active = self._active_tiles(image, coarse, row)
+        segments = segments_of(active)
+        self.active_fraction = float(active.float().mean())
+        fields = self._buffer("fields", 7, s, s)
+        fields.zero_()
+        total = sum(seg.pixels for seg in segments)
+        if total == 0:
+            return fields[None]
+        pre = self._buffer("packed", c + 1, total)
+        pre[c] = 1.0
+        for seg in segments:
+            y, x, w = seg.y, seg.x, seg.width
+            window = padded[:, y // 2: y // 2 + TILE // 2 + 2, x // 2: x // 2 + w // 2 + 2]
+            block = pre[:c, seg.offset: seg.offset + seg.pixels].view(c, TILE, w)
+            upsample_window(window, block, self._buffer("rows", c, TILE, w // 2 + 2))
+            block.add_(self.first.column[:, :, x: x + w])
+            block.add_(row[:, y: y + TILE])
+        out = self._run(pre)
+        for seg in segments:
+            fields[:, seg.y: seg.y + TILE, seg.x: seg.x + seg.width] = \
+                out[:, seg.offset: seg.offset + seg.pixels].view(-1, TILE, seg.width)
+        return fields[None]
+
+    def _active_tiles(self, image: Tensor, coarse: Tensor, row: Tensor) -> Tensor:
+        """(S/TILE, S/TILE) tiles near a probe whose composed output differs from the image."""
+        c, n = self.channels, self.size // PROBE
+        pre = self._buffer("probe", c + 1, n * n)
+        pre[c] = 1.0
+        # Fine (4i+1, 4j+1) is 0.75 of coarse (2i, 2j) and 0.25 of the next row/column.
+        rows = torch.lerp(coarse[:, 0::2], coarse[:, 1::2], 0.25)
+        block = pre[:c].view(c, n, n)
+        torch.lerp(rows[:, :, 0::2], rows[:, :, 1::2], 0.25, out=block)
+        block.add_(self.first.column[:, :, 1::PROBE])
+        block.add_(row[:, 1::PROBE])
+        probe_fields = self._run(pre).view(1, -1, n, n)
+        shown = compose(image, probe_fields, self.probe_coords).blended_image
+        changed = (shown - image[:, :, 1::PROBE, 1::PROBE]).abs().amax(dim=1, keepdim=True) > TOLERANCE
+        reach = -(-DILATE_PX // PROBE)
+        near = F.max_pool2d(changed.float(), 2 * reach + 1, stride=1, padding=reach)
+        return F.max_pool2d(near, TILE // PROBE)[0, 0] > 0

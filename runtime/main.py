@@ -1,0 +1,53 @@
+"""The `tha` command: one Typer app; each area registers its own commands with
+``register(app)`` from its ``<area>/cli.py``. The root knows those modules only by name: it is
+the shell over every layer (viewer and web included), not a runtime module that depends on them."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+
+import typer
+
+from tha.models.errors import ThaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Pose anime characters in real time (THA4): students, teacher, export, viewer.")
+
+# The order `tha --help` lists them in: showing a character first, making one last.
+COMMAND_MODULES = ("tha.viewer.cli", "tha.runtime.cli", "tha.models.cli", "tha.export.cli", "tha.web.cli",
+                   "tha.train.cli")
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _OneLine(logging.Formatter):
+    """Library log records as the CLI's own lines: plain for progress, "warning: ..." else."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def main() -> None:
+    warnings.showwarning = _one_line_warning
+    configure_logging()
+    try:
+        app()
+    except ThaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

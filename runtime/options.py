@@ -1,0 +1,65 @@
+"""The options several `tha` commands share, defined once so their names, help and validation
+cannot drift apart. Choices come from the registries they select from
+(``tha.runtime.renderer.BACKENDS``, ``tha.runtime.video.FORMATS``), so a new backend or video
+format shows up in every command's help and validation by itself."""
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tha.models.limits import FPS_RANGE
+from tha.runtime.renderer import BACKENDS
+from tha.runtime.video import FORMATS
+
+_ALPHA_FORMATS = " and ".join(suffix for suffix, video_format in FORMATS.items() if video_format.keeps_alpha)
+
+# "auto" is not a registry entry: open_backend resolves it to the fastest one that opens.
+BackendChoice = Enum("BackendChoice", {name: name for name in ("auto", *BACKENDS)}, type=str)
+
+
+class PrecisionChoice(str, Enum):
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+def precision_name(precision: PrecisionChoice | None) -> str | None:
+    """What open_backend takes: "fp16", "fp32", or None for the backend's default."""
+    return precision.value if precision is not None else None
+
+
+def _torch_device(value: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise typer.BadParameter(f"'{value}' is not a device; use cpu, cuda or cuda:N")
+    return value
+
+
+Backend = Annotated[BackendChoice, typer.Option(
+    "--backend", help="Inference backend; auto picks the fastest that opens here (`tha doctor` says which).")]
+
+# bench takes several, each optionally with a precision, so it stays text for parse_backends.
+BackendList = Annotated[str, typer.Option(
+    "--backends", help=f"Comma-separated backends from {', '.join(BACKENDS)}; cuda:fp16 / cuda:fp32 pick the "
+                       "precision. torch (fp32 eager, CPU) is the reference; on a GPU try torch-cuda,cuda:fp32,cuda:fp16.")]
+
+Device = Annotated[str, typer.Option(
+    "--device", callback=_torch_device,
+    help="Torch device: cpu, cuda or cuda:N. Of the backends only torch uses it; the others pick their own.")]
+
+Precision = Annotated[Optional[PrecisionChoice], typer.Option(
+    "--precision", help="fp16, or fp32 (exact), for a backend that offers both (cuda); default: the backend's "
+                        "own (fp16 for cuda).")]
+
+Frames = Annotated[Optional[int], typer.Option(
+    "--frames", min=1, help="Stop after N frames (default: until the window closes, the input ends or Ctrl+C).")]
+
+Record = Annotated[Optional[Path], typer.Option(
+    "--record", help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep "
+                     "alpha) or, with no suffix, a folder of PNGs.")]
+
+Fps = Annotated[float, typer.Option(
+    "--fps", min=FPS_RANGE[0], max=FPS_RANGE[1],
+    help="Frames per second of recordings, rendered files and windowless runs (a window follows the display).")]

@@ -1,0 +1,53 @@
+"""The face-driven pose sources `tha puppet` offers (iFacialMocap on a phone, a webcam, a
+video file), each turning tracked ARKit-style faces into poses through a converter whose gains
+and rest face come from a YAML profile (configs/puppet_profile.yaml)."""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from tha.runtime.sources.arkit import ArkitConverter
+from tha.runtime.sources.base import PoseSource
+
+
+class Puppeteer(str, Enum):
+    ifacialmocap = "ifacialmocap"
+    webcam = "webcam"
+    video = "video"
+
+
+def load_converter(profile: Path | None, calibrate: bool) -> ArkitConverter:
+    """The ARKit converter from the profile; with ``calibrate`` it takes the first tracked
+    faces as the rest face and writes them back to the profile."""
+    from tha.runtime.sources.arkit import ConverterSettings, load_profile, save_profile
+
+    if profile is not None and (profile.exists() or not calibrate):
+        settings = load_profile(profile)
+    else:
+        settings = ConverterSettings()
+    converter = ArkitConverter(settings)
+    if calibrate:
+        converter.request_calibration()
+        if profile is not None:
+            def saved(s) -> None:
+                save_profile(profile, s)
+                print(f"calibrated: rest face saved to {profile}")
+
+            converter.on_calibrated = saved
+    return converter
+
+
+def make_puppeteer(kind: Puppeteer, converter: ArkitConverter, *, bind: str, port: int, phone: str | None,
+                   camera: int, face_landmarker: Path | None, video: Path | None, realtime: bool) -> PoseSource:
+    """The pose source of ``kind``; the other kinds' settings are ignored. ``realtime`` plays a
+    video at its own rate, otherwise it yields every frame however slow the reader."""
+    if kind is Puppeteer.ifacialmocap:
+        from tha.runtime.sources.ifacialmocap import IFacialMocapSource
+
+        return IFacialMocapSource(bind=bind, port=port, phone=phone, converter=converter)
+    from tha.runtime.sources.webcam import CaptureSource  # mediapipe and OpenCV: imported on use
+
+    tracking = dict(converter=converter, face_landmarker=face_landmarker)
+    if kind is Puppeteer.webcam:
+        return CaptureSource(device=camera, **tracking)
+    return CaptureSource(path=video, realtime=realtime, **tracking)

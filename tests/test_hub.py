@@ -1,0 +1,102 @@
+"""`tha models fetch`'s downloader: real HTTP from a loopback mirror, with a tiny model whose
+hashes the test registers, so every path (fresh, cached, tampered, offline) runs in seconds."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from tha.models import hub
+from tha.models.errors import ThaError
+
+FILES = {"character_model.yaml": b"face_morpher: face_morpher.pt\n", "face_morpher.pt": b"\x00weights" * 1000}
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+    """An HTTP server laid out like upstream's data/character_models, serving model 'tiny'."""
+    root = tmp_path / "mirror"
+    (root / "tiny").mkdir(parents=True)
+    for name, data in FILES.items():
+        (root / "tiny" / name).write_bytes(data)
+    monkeypatch.setitem(hub.MODELS, "tiny", {n: hashlib.sha256(d).hexdigest() for n, d in FILES.items()})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_fetch_downloads_verifies_and_then_uses_the_cache(mirror, tmp_path):
+    root, url = mirror
+    fetched: list[tuple[str, int]] = []
+    target = hub.fetch_model("tiny", tmp_path / "cache", url, progress=lambda f, n: fetched.append((f, n)))
+    assert target == tmp_path / "cache" / "tiny"
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == FILES
+    assert fetched == [(n, len(d)) for n, d in FILES.items()]
+    fetched.clear()
+    (root / "tiny" / "face_morpher.pt").unlink()  # intact cached files are not asked for again
+    assert hub.fetch_model("tiny", tmp_path / "cache", url, progress=lambda f, n: fetched.append((f, n))) == target
+    assert fetched == []
+
+
+def test_a_tampered_download_is_refused_and_not_cached(mirror, tmp_path):
+    root, url = mirror
+    hub.fetch_model("tiny", tmp_path / "cache", url)
+    cached = tmp_path / "cache" / "tiny" / "face_morpher.pt"
+    cached.unlink()
+    (root / "tiny" / "face_morpher.pt").write_bytes(b"tampered")
+    fetched: list[str] = []
+    with pytest.raises(ThaError, match="did not match its known checksum") as err:
+        hub.fetch_model("tiny", tmp_path / "cache", url, progress=lambda f, n: fetched.append(f))
+    assert "\n" not in str(err.value) and fetched == []
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["character_model.yaml"]  # no temp file either
+
+
+def test_a_corrupted_cached_file_is_downloaded_again(mirror, tmp_path):
+    _, url = mirror
+    target = hub.fetch_model("tiny", tmp_path / "cache", url)
+    (target / "face_morpher.pt").write_bytes(b"bit rot")
+    fetched: list[str] = []
+    hub.fetch_model("tiny", tmp_path / "cache", url, progress=lambda f, n: fetched.append(f))
+    assert fetched == ["face_morpher.pt"] and (target / "face_morpher.pt").read_bytes() == FILES["face_morpher.pt"]
+
+
+@pytest.mark.parametrize("where", ["http://127.0.0.1:9", "mirror/without/the/model"])
+def test_unreachable_or_missing_files_say_where_to_put_them(mirror, tmp_path, where):
+    _, url = mirror
+    base = where if where.startswith("http") else f"{url}/{where}"
+    with pytest.raises(ThaError, match="cannot download") as err:
+        hub.fetch_model("tiny", tmp_path / "cache", base, timeout=5)
+    message = str(err.value)
+    assert "\n" not in message and "by hand" in message and str(tmp_path / "cache" / "tiny") in message
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(ThaError, match="unknown model 'lambda_99'; available: lambda_00, lambda_01"):
+        hub.fetch_model("lambda_99")
+
+
+def test_cache_dir_follows_tha_home_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("THA_HOME", raising=False)
+    assert hub.cache_dir() == tmp_path / "xdg" / "tha" / "models"
+    monkeypatch.setenv("THA_HOME", str(tmp_path / "home"))
+    assert hub.cache_dir() == tmp_path / "home" / "models"
+    assert hub.resolve_model(tmp_path) == tmp_path  # a directory is taken as it is
+    with pytest.raises(ThaError, match="tha models fetch lambda_00"):
+        hub.resolve_model("lambda_00")
+    (tmp_path / "home" / "models" / "lambda_00").mkdir(parents=True)
+    (tmp_path / "home" / "models" / "lambda_00" / "character_model.yaml").write_text("x")
+    assert hub.resolve_model("lambda_00") == tmp_path / "home" / "models" / "lambda_00"
+
+
+def test_an_unwritable_cache_is_one_line(mirror, tmp_path):
+    _, url = mirror
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ThaError, match="cannot write") as err:
+        hub.fetch_model("tiny", tmp_path / "a_file", url)
+    assert "\n" not in str(err.value)

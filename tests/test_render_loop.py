@@ -1,0 +1,96 @@
+"""The live render loop shared by the viewer and `tha serve`: a failed frame is skipped when the
+owner asks to keep going, pausing holds the last frame, and every frame reaches the sinks."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tha.models.character import load_character_model
+from tha.models.pose import pose_from_dict
+from tha.runtime.backends.fastcpu import FastCPUBackend
+from tha.runtime.render_loop import LoopOptions, RenderLoop
+from tha.runtime.sources.base import PoseSource
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
+
+
+class Nodding(PoseSource):
+    """A new head angle on every read; the reads listed in ``fail_at`` raise instead."""
+
+    def __init__(self, fail_at: set[int]):
+        self.reads, self.fail_at = 0, fail_at
+
+    def read(self, now: float) -> np.ndarray:
+        self.reads += 1
+        if self.reads in self.fail_at:
+            raise RuntimeError("tracker lost")
+        return pose_from_dict({"head_x": float(np.sin(self.reads))})
+
+
+def wait_until(condition, seconds: float = 60.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_keep_going_skips_a_failed_frame_and_sinks_see_every_frame():
+    backend = FastCPUBackend(load_character_model(DEMO))
+    sunk = []
+    loop = RenderLoop(backend, Nodding(fail_at={2}), LoopOptions(keep_going=True), sinks=(sunk.append,))
+    loop.start()
+    try:
+        assert wait_until(lambda: loop.model_frames >= 3)
+    finally:
+        loop.stop()
+    assert loop.error is None
+    assert [r.serial for r in sunk] == list(range(1, len(sunk) + 1)) and len(sunk) >= 3
+    latest = loop.latest()
+    np.testing.assert_array_equal(latest.frame.host(), backend.render(latest.pose).host())
+
+
+def test_a_failed_frame_ends_the_loop_unless_asked_to_keep_going():
+    loop = RenderLoop(FastCPUBackend(load_character_model(DEMO)), Nodding(fail_at={2}))
+    loop.start()
+    try:
+        assert wait_until(lambda: loop.error is not None)
+    finally:
+        loop.stop()
+    assert isinstance(loop.error, RuntimeError) and loop.model_frames == 1
+
+
+def test_pause_holds_the_last_frame_until_resumed():
+    loop = RenderLoop(FastCPUBackend(load_character_model(DEMO)), Nodding(fail_at=set()))
+    loop.start()
+    try:
+        assert wait_until(lambda: loop.model_frames >= 2)
+        loop.pause()
+        time.sleep(0.2)  # a frame under way when paused may still land
+        held = loop.latest().serial
+        time.sleep(0.5)
+        assert loop.latest().serial == held and loop.paused
+        loop.resume()
+        assert wait_until(lambda: loop.latest().serial > held)
+    finally:
+        loop.stop()
+
+
+def test_posing_ahead_keeps_its_lead_with_a_backend_faster_than_the_display():
+    """The demo student renders faster than 25 FPS here: posing ahead must wait, not run ever
+    further ahead of the clock (an emotion change would then show seconds late)."""
+    from tha.runtime.interpolate import AHEAD_FRAMES
+    from tha.runtime.sources.animator import Animator
+
+    loop = RenderLoop(FastCPUBackend(load_character_model(DEMO)), Animator(), LoopOptions(display_fps=25.0))
+    assert loop.timeline is not None
+    loop.start()
+    try:
+        time.sleep(3.0)
+        lead = loop.timeline.newest - time.monotonic()
+        allowed = AHEAD_FRAMES * loop.render_seconds + loop.display_period
+    finally:
+        loop.stop()
+    assert loop.error is None and loop.model_frames > 10
+    assert lead <= allowed + 0.05, (lead, allowed)

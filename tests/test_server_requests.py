@@ -1,0 +1,170 @@
+"""The request side of `tha serve`, in process and without a model: the bodies FastAPI reads,
+validates and documents, the body limits, and a one-line reason for each request refused.
+(tests/test_server.py drives the whole server over real HTTP.)"""
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
+from tha.runtime.emotions import load_emotions
+from tha.runtime.server import ServeConfig, create_app
+from tha.runtime.sources.animator import Animator
+
+pytest.importorskip("httpx")
+# Starlette asks for httpx2 with its test client; httpx is what this project's dev extra installs.
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
+JSON = {"Content-Type": "application/json"}
+
+
+class RequestsOnly:
+    """What the request endpoints use of LiveState; load_image keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.config = ServeConfig(model_dir=DEMO)
+        self.emotion_defaults = load_emotions()
+        self.animator = Animator(self.config.animator, dict(self.emotion_defaults))
+        self.images: list[bytes] = []
+        self.rates: list[float] = []  # the render loop's rate after each settings load
+
+    def retime(self) -> None:
+        self.rates.append(self.animator.settings.target_fps)
+
+    def load_image(self, data: bytes) -> str:
+        self.images.append(data)
+        return "OK: loaded demo"
+
+
+@pytest.fixture
+def served():
+    from fastapi.testclient import TestClient  # imported here, where the warning filter above applies
+
+    state = RequestsOnly()
+    with TestClient(create_app(state)) as client:
+        yield client, state
+
+
+def tone_wav(seconds: float, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as f:
+        f.setnchannels(1), f.setsampwidth(2), f.setframerate(rate)
+        f.writeframes((0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def test_sillytavern_calls_reach_the_animator(served):
+    client, state = served
+    png = (DEMO / "character.png").read_bytes()
+    reply = client.post("/api/talkinghead/load", files={"file": ("talkinghead.png", png, "image/png")})
+    assert (reply.status_code, reply.text, state.images) == (200, "OK: loaded demo", [png])
+    assert reply.headers["content-type"].startswith("text/plain")
+    assert client.post("/api/talkinghead/load_emotion_templates", content="{}", headers=JSON).text == "OK"
+    templates = {"joy": {"eye_wink_left_index": 1.0, "mouth_aaa_index": 1}}
+    assert client.post("/api/talkinghead/load_emotion_templates", json=templates).text == "OK"
+    assert client.post("/api/talkinghead/set_emotion", json={"emotion_name": "joy"}).text == "emotion set to joy"
+    assert client.post("/api/talkinghead/set_emotion", json={"emotion_name": "smug"}).text.endswith("neutral")
+    reply = client.post("/api/talkinghead/load_animator_settings", json={"target_fps": 30, "postprocessor_chain": []})
+    assert reply.text == "OK (ignored: postprocessor_chain)" and state.animator.settings.target_fps == 30
+    assert client.post("/api/talkinghead/load_animator_settings", content=b"", headers=JSON).text == "OK"
+    assert state.animator.settings.target_fps == state.config.animator.target_fps  # an empty body resets
+    assert state.rates == [30, state.config.animator.target_fps]  # the render loop follows the new rate
+    assert client.post("/api/tha/pose", json={"head_x": 0.25, "neck_z": -1}).json() == {"pinned": ["head_x", "neck_z"]}
+    assert client.post("/api/tha/pose", content=b"").json() == {"pinned": []}
+    reply = client.post("/api/tha/speak", content=tone_wav(2.0), headers={"Content-Type": "audio/wav"})
+    assert reply.status_code == 200 and reply.json()["seconds"] == pytest.approx(2.0, abs=0.05)
+
+
+def test_speak_takes_compressed_audio(served, tmp_path):
+    from test_lipsync import encode, two_vowels
+
+    client, _ = served
+    ogg = encode(tmp_path / "speech.ogg", two_vowels(), "libopus", rate=48000).read_bytes()
+    reply = client.post("/api/tha/speak", content=ogg, headers={"Content-Type": "audio/ogg"})
+    assert reply.status_code == 200 and reply.json()["seconds"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_the_bodies_are_documented(served):
+    client, _ = served
+    schema = client.get("/openapi.json").json()
+
+    def body(path: str) -> dict:
+        return schema["paths"][path]["post"]["requestBody"]["content"]
+
+    form = body("/api/talkinghead/load")["multipart/form-data"]["schema"]
+    upload = schema["components"]["schemas"][form["$ref"].rsplit("/", 1)[1]]
+    assert upload["required"] == ["file"]
+    emotion = body("/api/talkinghead/set_emotion")["application/json"]["schema"]
+    assert schema["components"]["schemas"][emotion["$ref"].rsplit("/", 1)[1]]["required"] == ["emotion_name"]
+    assert body("/api/tha/pose")["application/json"]["schema"]["additionalProperties"]["type"] == "number"
+    assert "application/octet-stream" in body("/api/tha/speak")
+
+
+def test_bodies_past_their_limit_are_413(served):
+    """JSON bodies are capped at MAX_JSON_BYTES, the image and audio uploads at MAX_UPLOAD_BYTES,
+    whether the size is declared (refused before reading) or only known by counting a chunked body."""
+    client, state = served
+    big_json = b"{" + b" " * MAX_JSON_BYTES + b"}"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)
+    replies = [client.post("/api/talkinghead/load_emotion_templates", content=big_json, headers=JSON),
+               client.post("/api/tha/pose", content=iter([big_json[:1000], big_json[1000:]]), headers=JSON),
+               client.post("/api/talkinghead/load", files={"file": ("t.png", png, "image/png")}),
+               client.post("/api/tha/speak", content=bytes(MAX_UPLOAD_BYTES + 1)),
+               client.post("/api/tha/speak", content=iter([bytes(MAX_UPLOAD_BYTES), b"1"]))]
+    for reply in replies:
+        assert reply.status_code == 413 and "Content Too Large" in reply.text, reply.text
+    assert state.images == []
+    # An upload under its own limit is over the JSON one: it reaches the endpoint all the same.
+    half = client.post("/api/talkinghead/load", files={"file": ("t.png", png[: 2 * MAX_JSON_BYTES], "image/png")})
+    assert half.status_code == 200 and len(state.images[0]) == 2 * MAX_JSON_BYTES
+
+
+def test_malformed_bodies_are_refused_with_one_line(served):
+    client, state = served
+    png = (DEMO / "character.png").read_bytes()
+    cases = {
+        "set_emotion without its field": (client.post("/api/talkinghead/set_emotion", json={"emotion": "joy"}),
+                                          422, "body.emotion_name: Field required"),
+        "set_emotion empty": (client.post("/api/talkinghead/set_emotion", content=b"", headers=JSON),
+                              422, "Field required"),
+        "set_emotion number": (client.post("/api/talkinghead/set_emotion", json={"emotion_name": 3}),
+                               422, "valid string"),
+        "broken JSON": (client.post("/api/talkinghead/set_emotion", content="{not json", headers=JSON),
+                        400, "not valid JSON"),
+        "deep JSON": (client.post("/api/tha/pose", content="[" * 5000 + "]" * 5000, headers=JSON),
+                      400, "levels deep"),
+        "huge integer": (client.post("/api/tha/pose", content='{"head_x": ' + "9" * 5000 + "}", headers=JSON),
+                         400, "not valid JSON"),
+        "templates as a list": (client.post("/api/talkinghead/load_emotion_templates", json=["joy"]),
+                                422, "valid dictionary"),
+        "unknown parameter": (client.post("/api/talkinghead/load_emotion_templates",
+                                          json={"joy": {"no_such_parameter": 1}}), 400, "no_such_parameter"),
+        "string pose value": (client.post("/api/tha/pose", json={"head_x": "0.5"}), 422, "body.head_x"),
+        "boolean pose value": (client.post("/api/tha/pose", json={"head_x": True}), 422, "valid number"),
+        "pose out of range": (client.post("/api/tha/pose", json={"head_x": 5}), 400, "outside"),
+        "many bad values": (client.post("/api/tha/pose", json={f"p{i}": "x" for i in range(10)}), 422, "7 more"),
+        "bad setting": (client.post("/api/talkinghead/load_animator_settings", json={"target_fps": 1e6}),
+                        400, "target_fps"),
+        "image in another field": (client.post("/api/talkinghead/load", files={"image": ("t.png", png, "image/png")}),
+                                   422, "body.file: Field required"),
+        "two files": (client.post("/api/talkinghead/load", files=[("file", ("a.png", png, "image/png")),
+                                                                   ("file", ("b.png", png, "image/png"))]),
+                      400, "Too many files"),
+        "not multipart": (client.post("/api/talkinghead/load", content=b"plain", headers={"Content-Type": "text/plain"}),
+                          422, "file"),
+        "not a PNG": (client.post("/api/talkinghead/load", files={"file": ("t.png", b"GIF89a", "image/png")}),
+                      415, "not a PNG"),
+        "no audio": (client.post("/api/tha/speak", content=b""), 422, "Field required"),
+        "not audio": (client.post("/api/tha/speak", content=b"RIFF not really a wave file"), 400, "not an audio file"),
+    }
+    for name, (reply, status, needle) in cases.items():
+        detail = reply.json()["detail"]
+        assert (reply.status_code, isinstance(detail, str)) == (status, True), (name, reply.status_code, detail)
+        assert needle in detail and "\n" not in detail, (name, detail)
+    assert state.images == []
