@@ -349,11 +349,14 @@ def create_app(state: LiveState) -> FastAPI:
         fmt = feed_format(format, level, quality)
 
         async def parts():
+            due = time.monotonic()
             while True:
                 data = await asyncio.to_thread(state.frame.get, fmt)
                 yield (f"--{BOUNDARY}\r\nContent-Type: {fmt.mime}\r\nContent-Length: {len(data)}\r\n\r\n"
                        .encode() + data + b"\r\n")
-                await asyncio.sleep(1.0 / state.animator.settings.target_fps)
+                # Paced by the clock, so the encoding time is part of the period, not added to it.
+                due = max(due + 1.0 / state.animator.settings.target_fps, time.monotonic() - 1.0)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
 
         return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
