@@ -3,11 +3,14 @@ video file), each turning tracked ARKit-style faces into poses through a convert
 and rest face come from a YAML profile (configs/puppet_profile.yaml)."""
 from __future__ import annotations
 
+import logging
 from enum import Enum
 from pathlib import Path
 
 from tha.runtime.sources.arkit import ArkitConverter
 from tha.runtime.sources.base import PoseSource
+
+log = logging.getLogger(__name__)
 
 
 class Puppeteer(str, Enum):
@@ -31,7 +34,7 @@ def load_converter(profile: Path | None, calibrate: bool) -> ArkitConverter:
         if profile is not None:
             def saved(s) -> None:
                 save_profile(profile, s)
-                print(f"calibrated: rest face saved to {profile}")
+                log.info("calibrated: rest face saved to %s", profile)
 
             converter.on_calibrated = saved
     return converter

@@ -10,6 +10,7 @@ Node.js is needed on the first export only, never by the site or at run time.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from tha.web.shared import shared_definition
 from tha.models.character import load_character_model, model_paths
 from tha.models.errors import ThaError
 from tha.models.files import atomic_write_bytes, atomic_write_text, check_output_dir
+
+log = logging.getLogger(__name__)
 
 WEB_SOURCES = Path(__file__).resolve().parent
 PAGE_FILES = ("index.html", "app.js", "puppet.js", "style.css")
@@ -58,7 +61,7 @@ def npm_packages(cache_root: Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(sources / name, root / name)
-    print(f"installing the page's npm packages into {root} (once)")
+    log.info("installing the page's npm packages into %s (once)", root)
     done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=root,
                           capture_output=True, text=True)
     if done.returncode != 0:

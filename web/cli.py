@@ -1,11 +1,30 @@
 """`tha serve-web SITE`: the web page's local server (the page itself is `tha export --web`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from tha.web.serve import serve_web
+
+def serve_web(
+    site: Path = typer.Argument(..., help="A directory written by `tha export MODEL --web SITE`."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve an exported web page on localhost.
+
+    Cross-origin isolated (COOP/COEP), so WebAssembly runs threaded."""
+    from tha.web.serve import make_server
+
+    server = make_server(site, host, port)
+    typer.echo(f"serving {site} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 def register(app: typer.Typer) -> None:
-    # serve_web's docstring is one long sentence; the command list wants a short one.
-    app.command("serve-web", short_help="Serve an exported web page on localhost.")(serve_web)
+    app.command("serve-web")(serve_web)

@@ -1,4 +1,4 @@
-"""`tha serve-web SITE`: serve an exported web site on localhost with the headers that make
+"""The local server for an exported web site (`tha serve-web SITE`): serve it on localhost with the headers that make
 it cross-origin isolated (COOP same-origin + COEP require-corp), which the browser demands
 before it lets WebAssembly use threads (SharedArrayBuffer)."""
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-
-import typer
 
 from tha.models.errors import ThaError
 
@@ -42,19 +40,3 @@ def make_server(site: Path, host: str = "127.0.0.1", port: int = 8000) -> Thread
         return ThreadingHTTPServer((host, port), functools.partial(IsolatedHandler, directory=str(site)))
     except OSError as err:
         raise ThaError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
-
-
-def serve_web(
-    site: Path = typer.Argument(..., help="A directory written by `tha export MODEL --web SITE`."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-) -> None:
-    """Serve an exported web page locally (cross-origin isolated, so WebAssembly runs threaded)."""
-    server = make_server(site, host, port)
-    print(f"serving {site} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
