@@ -36,9 +36,11 @@ class _OneLine(logging.Formatter):
 
 
 def configure_logging() -> None:
+    """tha's own progress lines and every library's warnings; other libraries' chatter stays quiet."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_OneLine())
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    logging.getLogger("tha").setLevel(logging.INFO)
 
 
 def main() -> None:
