@@ -57,8 +57,8 @@ class Backend(ABC):
 
 
 class FaceCache:
-    """Reuses the face patch while pose[0:39] is unchanged: head turns and breathing then cost
-    only the body morpher."""
+    """Keeps the face's result (the frame path keeps the face-pasted image) while pose[0:39] is
+    unchanged: head turns and breathing then cost only the body morpher."""
 
     def __init__(self, face_pose_size: int = 39):
         self.face_pose_size = face_pose_size
@@ -69,7 +69,7 @@ class FaceCache:
 
     def changed(self, pose: np.ndarray) -> bool:
         """Whether pose[:face_pose_size] differs from the previous call's (counted as a miss and
-        remembered). For engines whose face output buffer is itself the cache (TensorRT, CUDA graphs)."""
+        remembered). For the CUDA backend, whose captured graphs hold the cached face themselves."""
         key = np.ascontiguousarray(pose[: self.face_pose_size], dtype=np.float32).tobytes()
         if key == self._key:
             self.hits += 1
@@ -79,7 +79,7 @@ class FaceCache:
         return True
 
     def get(self, pose: np.ndarray, compute):
-        """The patch for ``pose``: ``compute(pose)`` on a miss, the kept one otherwise."""
+        """The result for ``pose``: ``compute(pose)`` on a miss, the kept one otherwise."""
         if self.changed(pose):
             try:
                 self._patch = compute(pose)
