@@ -65,6 +65,7 @@ class RenderLoop:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._last_pose: np.ndarray | None = None
         loops = [self._render_newest] if self.timeline is None else [self._render_ahead, self._display]
         self._threads = [threading.Thread(target=self._guarded, args=(loop,), name=f"tha-{loop.__name__[1:]}",
                                           daemon=True) for loop in loops]
@@ -117,82 +118,63 @@ class RenderLoop:
         for sink in self.sinks:
             sink(rendered)
 
-    def _guarded(self, loop: Callable[[], None]) -> None:
+    def _guarded(self, once: Callable[[], None]) -> None:
+        """Repeat ``once`` until stopped, idling while paused. A failure ends the loop and is
+        reported to the owner (the viewer's draw thread), or with ``keep_going`` costs that frame."""
         try:
-            loop()
-        except BaseException as err:  # reported to the owner (the viewer's draw thread), which decides
+            while not self._stop.is_set():
+                if not self._running.is_set():
+                    self._stop.wait(self.options.idle_s)
+                elif not self.options.keep_going:
+                    once()
+                else:
+                    try:
+                        once()
+                    except Exception:
+                        log.exception("rendering a frame failed")
+        except BaseException as err:
             self.error = err
             self._stop.set()
             with self._new:
                 self._new.notify_all()
 
-    def _step(self, work: Callable[[], None]) -> None:
-        """One unit of a loop's work; with ``keep_going`` a failure costs that frame only."""
-        if not self.options.keep_going:
-            work()
-            return
-        try:
-            work()
-        except Exception:
-            log.exception("rendering a frame failed")
-
     def _wait(self, began: float, period: float) -> None:
         self._stop.wait(max(period - (time.monotonic() - began), 0.001))
 
-    def _idle_while_paused(self) -> bool:
-        if self._running.is_set():
-            return False
-        self._stop.wait(self.options.idle_s)
-        return True
-
     def _render_newest(self) -> None:
-        last: list[np.ndarray | None] = [None]
-
-        def render_once() -> None:
-            began = time.monotonic()
-            pose = np.asarray(self.source.read(began), dtype=np.float32)
-            if last[0] is not None and np.array_equal(pose, last[0]):
-                self._stop.wait(self.options.idle_s)
-                return
-            start = time.perf_counter()
-            frame = self.backend.render(pose)
-            self.render_seconds = time.perf_counter() - start
-            self.model_frames += 1
-            last[0] = pose
-            self._publish(frame, pose, self.render_seconds * 1000.0)
-            cap = self.options.max_fps
-            self._wait(began, 0.0 if cap is None else 1.0 / cap)
-
-        while not self._stop.is_set():
-            if not self._idle_while_paused():
-                self._step(render_once)
+        """The source's current pose, unless it is the one last rendered."""
+        began = time.monotonic()
+        pose = np.asarray(self.source.read(began), dtype=np.float32)
+        if self._last_pose is not None and np.array_equal(pose, self._last_pose):
+            self._stop.wait(self.options.idle_s)
+            return
+        start = time.perf_counter()
+        frame = self.backend.render(pose)
+        self.render_seconds = time.perf_counter() - start
+        self.model_frames += 1
+        self._last_pose = pose
+        self._publish(frame, pose, self.render_seconds * 1000.0)
+        cap = self.options.max_fps
+        self._wait(began, 0.0 if cap is None else 1.0 / cap)
 
     def _render_ahead(self) -> None:
-        def render_once() -> None:
-            began = time.monotonic()
-            surplus = self.timeline.surplus(began, self.render_seconds)
-            if surplus > 0:
-                self._stop.wait(min(surplus, 0.1))
-                return
-            self.timeline.render_ahead(self.source, began, self.render_seconds, self.display_period)
-            self.render_seconds = time.monotonic() - began
-            self.model_frames += 1
-
-        while not self._stop.is_set():
-            if not self._idle_while_paused():
-                self._step(render_once)
+        """The pose of a moment ahead into the timeline, or a wait while it is far enough ahead."""
+        began = time.monotonic()
+        surplus = self.timeline.surplus(began, self.render_seconds)
+        if surplus > 0:
+            self._stop.wait(min(surplus, 0.1))
+            return
+        self.timeline.render_ahead(self.source, began, self.render_seconds, self.display_period)
+        self.render_seconds = time.monotonic() - began
+        self.model_frames += 1
 
     def _display(self) -> None:
-        def show_once() -> None:
-            began = time.monotonic()
-            shown = self.timeline.frame_at(began)
-            if shown is not None:
-                self._publish(Frame(shown[0]), shown[1], (time.monotonic() - began) * 1000.0)
-            self._wait(began, self.display_period)
-
-        while not self._stop.is_set():
-            if not self._idle_while_paused():
-                self._step(show_once)
+        """The timeline's frame for now, at the display rate."""
+        began = time.monotonic()
+        shown = self.timeline.frame_at(began)
+        if shown is not None:
+            self._publish(Frame(shown[0]), shown[1], (time.monotonic() - began) * 1000.0)
+        self._wait(began, self.display_period)
 
     def stop(self) -> None:
         self._stop.set()

@@ -171,7 +171,7 @@ class LiveState:
         c = self.config
         backend = open_backend(c.backend, model, c.device, precision=c.precision)
         fps = self.animator.settings.target_fps
-        options = LoopOptions(interpolate=self.config.interpolate, display_fps=fps, max_fps=fps, keep_going=True)
+        options = LoopOptions(interpolate=c.interpolate, display_fps=fps, max_fps=fps, keep_going=True)
         return RenderLoop(backend, self.source, options, sinks=(self._show,))
 
     @property

@@ -16,6 +16,7 @@ grid.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,17 +88,15 @@ class ActiveTiles:
         self.first, self.hidden, self.last, self.size = first, hidden, last, size
         self.channels = first.bias.shape[0]
         self.probe_coords = position_grid(size)[:, :, 1::PROBE, 1::PROBE].contiguous()  # (1,2,S/4,S/4)
-        self._buffers: dict[tuple, Tensor] = {}
+        self._buffers: dict[str, Tensor] = {}
         self.active_fraction = 1.0  # of the last frame, for benchmarks and tests
 
     def _buffer(self, name: str, *shape: int) -> Tensor:
         """A reused buffer at least this large, viewed at this shape (sizes vary per frame)."""
-        n = 1
-        for d in shape:
-            n *= d
-        flat = self._buffers.get((name,))
+        n = math.prod(shape)
+        flat = self._buffers.get(name)
         if flat is None or flat.numel() < n:
-            flat = self._buffers[(name,)] = torch.empty(n)
+            flat = self._buffers[name] = torch.empty(n)
         return flat[:n].view(*shape)
 
     def _run(self, pre: Tensor) -> Tensor:
