@@ -173,12 +173,36 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
     assert {"face/loss", "body/loss", "body/psnr_held_out", "body/examples_per_s"} <= set(events.Tags()["scalars"])
 
 
-def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
+def _workers_failure(result: subprocess.CompletedProcess) -> str:
+    """What a failed torchrun launch says: the workers' own error lines, then its summary."""
+    lines = result.stderr.splitlines()
+    causes = [line for line in lines if re.search(r"error|terminate|what\(\)|exception|abort", line, re.I)]
+    return "\n".join(causes[:20]) + "\n...\n" + result.stderr[-1500:]
+
+
+def _ddp_config(shared: Path, prefix: Path) -> Path:
     # with the example buffer: 4 examples rendered per rank per fill, each trained on twice
-    path = _write(tmp_path / "ddp.yaml", _tiny(shared, tmp_path / "ddp", face_morpher_batch_size=2, body_morpher_batch_size=2,
-                                               teacher_batch_size=4, reuse=2))
-    result = _cli("distill", "run", str(path), "--nproc", "2", timeout=400)
-    assert result.returncode == 0, result.stderr[-2000:]
+    return _write(prefix.with_suffix(".yaml"), _tiny(shared, prefix, face_morpher_batch_size=2, body_morpher_batch_size=2,
+                                                     teacher_batch_size=4, reuse=2))
+
+
+def _ddp_workers(launcher_pid: int) -> list[int]:
+    """PIDs of the tha.train.ddp workers that torchrun (a child of the launcher) started."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = (int(fields[1]), cmdline)
+    torchrun = [pid for pid, (ppid, cmd) in parents.items() if ppid == launcher_pid and b"torch.distributed.run" in cmd]
+    return [pid for pid, (ppid, cmd) in parents.items() if torchrun and ppid == torchrun[0] and b"tha.train.ddp" in cmd]
+
+
+def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
+    result = _cli("distill", "run", str(_ddp_config(shared, tmp_path / "ddp")), "--nproc", "2", timeout=400)
+    assert result.returncode == 0, _workers_failure(result)
     snapshot = load_snapshot(tmp_path / "ddp")
     assert snapshot["stage"] == "body" and snapshot["examples"] == 48
     # Each step consumed 2 ranks x 2 examples, and the losses are the ranks' mean.
@@ -188,6 +212,28 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
     model = load_character_model(tmp_path / "ddp/character_model")
     for key, value in model.body_morpher.state_dict().items():
         torch.testing.assert_close(snapshot["body_morpher"][key], value)
+
+    # A worker killed mid-run: torchrun restarts both, they resume from the last snapshot, and
+    # the run ends exactly as the uninterrupted one did.
+    path = _ddp_config(shared, tmp_path / "killed")
+    launcher = subprocess.Popen([*THA, "distill", "run", str(path), "--nproc", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "killed/snapshot.pt").exists() and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _ddp_workers(launcher.pid)
+    assert len(workers) == 2, "the run ended before a worker could be killed"
+    os.kill(workers[1], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=400)
+    killed_at = load_snapshot(tmp_path / "killed")
+    assert launcher.returncode == 0, _workers_failure(subprocess.CompletedProcess(launcher.args, launcher.returncode, out, err))
+    assert "exitcode: -9" in err, err[-2000:]  # torchrun saw the kill, and the run still ended well
+    for stage in ("face", "body"):
+        np.testing.assert_allclose(np.array(killed_at["history"][stage]), np.array(snapshot["history"][stage]),
+                                   rtol=1e-5, atol=1e-7)
+    restarted = load_character_model(tmp_path / "killed/character_model")
+    for key, value in model.body_morpher.state_dict().items():
+        torch.testing.assert_close(restarted.body_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)
 
 
 def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, lambda00_dir, tmp_path):
@@ -363,8 +409,8 @@ def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
 
 def test_animator_poses_include_what_the_animator_shows():
     """`poses: animator`: half the poses carry an emotion preset's face, with blinks and mouth
-    shapes over it (the sampler alone never draws a blink under joy's happy_wink), the same
-    poses again from the same generator state."""
+    shapes over it (the sampler alone never draws a blink under joy's happy_wink), a quarter are
+    turned toward the rotation limits, the same poses again from the same generator state."""
     from tha.models.pose import index_of
     from tha.runtime.emotions import load_emotions
     from tha.train.poses import AnimatorPoseSampler, pose_source
@@ -384,6 +430,12 @@ def test_animator_poses_include_what_the_animator_shows():
     assert abs(eyebrows_of_a_preset - share) < 0.1, (eyebrows_of_a_preset, share)
     rotations = poses[:, index_of("iris_rotation_x"):]
     assert rotations.abs().sum(1).gt(0).all()  # rotations still drawn for every pose
+    # A quarter turn head and body toward their limits (uniform draws: 3% have all five >= 0.5),
+    # some all the way to a corner the sliders reach.
+    turns = poses[:, AnimatorPoseSampler.TURNS]
+    assert 0.2 < (turns.abs() >= 0.5).all(1).float().mean() < 0.35
+    assert ((turns > 0.8).all(1) | (turns < -0.8).all(1)).sum() >= 2
+    assert turns.abs().max() <= 1.0
 
 
 def test_distill_bench_times_the_distillers_own_steps(tmp_path, monkeypatch):

@@ -43,7 +43,9 @@ def run(
     config = load_config(config_path, set_)  # fail fast, before any worker starts
     if nproc > 1:
         from tha.train.ddp import launch
+        from tha.train.distill import check_start
 
+        check_start(config, resume)  # here, once: a restarted worker resumes only this launch's run
         launch(config_path, resume, nproc, set_)
         typer.echo(f"done: {config.output / 'character_model'}")
         return

@@ -1,5 +1,6 @@
 """Data-parallel distillation: `--nproc N` relaunches through torchrun; each worker joins
-the process group (NCCL on GPU, gloo on CPU) and runs the same loop on its slice."""
+the process group (NCCL on GPU, gloo on CPU) and runs the same loop on its slice. When a worker
+dies, torchrun restarts them all and they resume from the last snapshot."""
 from __future__ import annotations
 
 import os
@@ -13,10 +14,13 @@ import torch.distributed as dist
 from tha.models.errors import ThaError
 
 
+MAX_RESTARTS = 2  # a crashed worker (a killed process, a dropped connection) costs the work since the last snapshot
+
+
 def launch(config_path: Path, resume: bool, nproc: int, overrides: list[str]) -> None:
     """Run ``nproc`` workers on this machine through torchrun and wait for them."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "tha.train.ddp", str(config_path), *(["--resume"] if resume else []), *overrides]
+               f"--max-restarts={MAX_RESTARTS}", "-m", "tha.train.ddp", str(config_path), *(["--resume"] if resume else []), *overrides]
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if result.returncode != 0:
         raise ThaError(f"distributed distillation failed (a worker exited with {result.returncode}); "
@@ -27,15 +31,22 @@ def worker(argv: list[str]) -> None:
     """One torchrun worker: join the group, distill, leave."""
     from tha.train.config import load_config
     from tha.train.distill import World, distill, resolve_device
+    from tha.train.snapshot import load_snapshot
 
-    resume = "--resume" in argv
     args = [a for a in argv if a != "--resume"]
     config = load_config(args[0], args[1:])
+    # a restarted worker continues this launch's own run, if it got as far as a snapshot
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    resume = "--resume" in argv or (restarts > 0 and load_snapshot(config.output) is not None)
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=size)
+    # torchrun keeps one store across restarts; a prefix per attempt keeps the new group from
+    # reading the dead group's addresses (with them, a restarted gloo group never forms)
+    store = dist.PrefixStore(f"tha/attempt_{restarts}", dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
     try:
         distill(config, resume, World(rank, size, device))
         dist.barrier()

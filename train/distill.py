@@ -273,16 +273,7 @@ class Distiller:
         tqdm.write(f"student as initialised: held-out PSNR {value:.2f} dB")
 
     def _start(self, resume: bool) -> dict | None:
-        check_output_dir(self.output, "prefix")
-        snapshot = load_snapshot(self.output)
-        if resume and snapshot is None:
-            raise ThaError(f"--resume: no {SNAPSHOT} in {self.output}; start without --resume")
-        if not resume and snapshot is not None:
-            raise ThaError(f"{self.output} already holds a run ({SNAPSHOT}); pass --resume to continue it, "
-                           "or change `prefix` to start a new one")
-        if snapshot is not None and snapshot["config"] != config_yaml(self.config):
-            raise ThaError(f"{self.output / SNAPSHOT} was written with a different config; resume with the "
-                           "config it was started with, or change `prefix` to start a new run")
+        snapshot = check_start(self.config, resume)
         if self.world.main:
             self.output.mkdir(parents=True, exist_ok=True)
         return snapshot
@@ -423,6 +414,23 @@ class Distiller:
             writer.flush()
         tqdm.write(f"{stage.name} morpher: {examples} examples, held-out PSNR {value:.2f} dB "
                    f"at {self._seconds() / 60:.2f} min")
+
+
+def check_start(config: DistillConfig, resume: bool) -> dict | None:
+    """The snapshot a run continues from (None for a new run), refusing to overwrite a run
+    without --resume or to resume one that is not there or was started with another config."""
+    output = config.output
+    check_output_dir(output, "prefix")
+    snapshot = load_snapshot(output)
+    if resume and snapshot is None:
+        raise ThaError(f"--resume: no {SNAPSHOT} in {output}; start without --resume")
+    if not resume and snapshot is not None:
+        raise ThaError(f"{output} already holds a run ({SNAPSHOT}); pass --resume to continue it, "
+                       "or change `prefix` to start a new one")
+    if snapshot is not None and snapshot["config"] != config_yaml(config):
+        raise ThaError(f"{output / SNAPSHOT} was written with a different config; resume with the "
+                       "config it was started with, or change `prefix` to start a new run")
+    return snapshot
 
 
 def stage_poses(source, generator: torch.Generator, global_batch: int, world: World) -> Tensor:

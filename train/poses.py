@@ -54,9 +54,13 @@ class AnimatorPoseSampler:
     """Half of the poses as ``PoseSampler`` draws them, half as the idle animator and the sliders'
     presets make them: an emotion preset's face, a blink (both eye_wink) and a mouth shape of
     random strength over it, rotations and breathing as the sampler draws them. The sampler
-    shows one eye group at a time, so a blink under "joy" (happy_wink) is never drawn by it."""
+    shows one eye group at a time, so a blink under "joy" (happy_wink) is never drawn by it.
+    A quarter of all poses turn head and body toward their limits together (the sliders reach
+    that corner; uniform draws of five rotations almost never come near it)."""
 
     BLINK = [index_of("eye_wink_left"), index_of("eye_wink_right")]
+    TURNS = [index_of(n) for n in ("head_x", "head_y", "neck_z", "body_y", "body_z")]
+    TURNED = 0.25  # share of poses near the turning corners
 
     def __init__(self):
         from tha.runtime.emotions import load_emotions
@@ -69,6 +73,7 @@ class AnimatorPoseSampler:
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         pose = self.sampler.sample(n, generator)
+        self._turn(pose, generator)
         rows = torch.nonzero(torch.rand(n, generator=generator) < 0.5).flatten()
         m = len(rows)
         if m == 0:
@@ -84,6 +89,19 @@ class AnimatorPoseSampler:
         face[torch.arange(m), shape] = torch.where(talking, torch.maximum(picked, strength[:, 1]), picked)
         pose[rows, self.expression] = face[:, self.expression]
         return pose
+
+    def _turn(self, pose: Tensor, generator: torch.Generator) -> None:
+        """Turn the TURNED share of ``pose`` to 0.5-1 of each rotation's limit, all one way
+        for half of them and each its own way for the rest."""
+        n, k = len(pose), len(self.TURNS)
+        rows = torch.nonzero(torch.rand(n, generator=generator) < self.TURNED).flatten()
+        magnitude = 1.0 - 0.5 * torch.rand(n, k, generator=generator) ** 2  # most near the limit
+        own = torch.randint(2, (n, k), generator=generator) * 2.0 - 1.0
+        shared = torch.randint(2, (n, 1), generator=generator) * 2.0 - 1.0
+        together = torch.rand(n, 1, generator=generator) < 0.5
+        sign = torch.where(together, shared.expand(n, k), own)
+        turned = (sign * magnitude)[rows]  # every rotation here spans [-1, 1]
+        pose[rows[:, None], torch.tensor(self.TURNS)] = turned
 
 
 class PoseDataset:
