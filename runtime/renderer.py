@@ -4,11 +4,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from tha.models.character import CharacterModel, load_character_model
 from tha.models.errors import ThaError
-from tha.runtime.backends.base import Backend
+
+if TYPE_CHECKING:  # torch loads when a backend opens, not when the CLI lists backend names
+    from tha.models.character import CharacterModel
+    from tha.runtime.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ def probe_available() -> dict[str, bool]:
 def open_backend(name: str, model: CharacterModel | str | Path, device: str = "cpu",
                  precision: str | None = None) -> Backend:
     """A ready backend by name ("auto" picks the best available and says which)."""
+    from tha.models.character import CharacterModel, load_character_model
+
     if not isinstance(model, CharacterModel):
         model = load_character_model(model)
     if precision not in (None, "fp16", "fp32"):

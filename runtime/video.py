@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from tha.models.errors import ThaError
-from tha.models.image import save_png
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,8 @@ class VideoWriter:
         elif self.size != (width, height):
             raise ValueError(f"frame size changed from {self.size} to {(width, height)}")
         if self.format is None:
+            from tha.models.image import save_png  # torch-free CLI start: models.image loads torch
+
             save_png(self.path / f"frame_{self.frames:06d}.png", rgba)
         else:
             import av

@@ -48,3 +48,33 @@ def test_module_imports_only_lower_layers(path):
     package = path.relative_to(ROOT).parts[0]
     upward = imported_packages(path) - ALLOWED[package] - {package}
     assert not upward, f"{path.relative_to(ROOT)} ({package}) imports {sorted(upward)}: move the shared code down a layer"
+
+
+HELP_PROBE = """
+import sys
+from tha.runtime.main import main
+sys.argv = ["tha", *sys.argv[1:], "--help"]
+try:
+    main()
+except SystemExit:
+    pass
+print("torch loaded" if "torch" in sys.modules else "no torch", file=sys.stderr)
+"""
+
+
+def test_help_loads_no_torch():
+    """`tha --help` and every command's help answer in a blink: torch (a second or more to
+    import) loads only when a command runs."""
+    import subprocess
+    import sys
+
+    from typer.main import get_command
+
+    from tha.runtime.main import app
+
+    commands = [[]] + [[name] for name in get_command(app).commands]
+    assert len(commands) > 8
+    for command in commands:
+        result = subprocess.run([sys.executable, "-c", HELP_PROBE, *command], capture_output=True, text=True, timeout=60)
+        assert "Usage" in result.stdout, (command, result.stderr[-500:])
+        assert result.stderr.strip().endswith("no torch"), (command, result.stderr[-500:])
