@@ -129,7 +129,7 @@ models_app = typer.Typer(no_args_is_help=True, help="Upstream's public student m
 def fetch(
     name: str = typer.Argument(..., help="lambda_00 or lambda_01."),
     cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Where models live (default: ~/.cache/tha/models, or $THA_HOME/models)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from (default: upstream; $THA_MODELS_URL)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from: an http(s) or file:// URL or a folder, laid out as upstream's data/character_models (default: upstream; $THA_MODELS_URL)."),
 ) -> None:
     """Download a model into the cache and print its directory.
 

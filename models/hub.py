@@ -1,13 +1,17 @@
 """Upstream's public student models, downloaded once into a cache directory and verified.
 
 pooch does the download and the check: a file already cached and intact is not fetched again,
-and a download that does not match its known hash is deleted, never left in the cache.
+and a download that does not match its known hash is deleted, never left in the cache. A mirror
+is an HTTP(S) URL, a ``file://`` URL or a local directory, laid out as upstream's
+``data/character_models``.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlparse
 
 import pooch
 import requests  # pooch's HTTP downloader is requests: its errors are the network failures
@@ -41,7 +45,8 @@ def cache_dir() -> Path:
 
 
 class _Downloader:
-    """pooch's HTTP downloader, remembering whether pooch needed it (an intact file it skips)."""
+    """pooch's HTTP downloader, or a copy for a file:// mirror (pooch has none), remembering
+    whether pooch needed it (an intact file it skips)."""
 
     def __init__(self, timeout: float):
         self.http = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
@@ -49,7 +54,17 @@ class _Downloader:
 
     def __call__(self, url: str, output_file, pooch_instance) -> None:
         self.ran = True
-        self.http(url, output_file, pooch_instance)
+        if url.startswith("file://"):
+            shutil.copyfile(unquote(urlparse(url).path), output_file)
+        else:
+            self.http(url, output_file, pooch_instance)
+
+
+def _mirror_url(base_url: str) -> str:
+    """A mirror's base URL; a local directory becomes its file:// URL."""
+    if "://" in base_url:
+        return base_url.rstrip("/")
+    return Path(base_url).expanduser().resolve().as_uri()
 
 
 def fetch_model(name: str, target_root: Path | None = None, base_url: str | None = None,
@@ -59,7 +74,7 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
     if name not in MODELS:
         raise ThaError(f"unknown model '{name}'; available: {', '.join(MODELS)}")
     target = (target_root or cache_dir()) / name
-    base_url = (base_url or os.environ.get("THA_MODELS_URL") or UPSTREAM_URL).rstrip("/")
+    base_url = _mirror_url(base_url or os.environ.get("THA_MODELS_URL") or UPSTREAM_URL)
     pooch.get_logger().setLevel("WARNING")  # its per-file INFO lines would repeat `progress`
     for file_name, digest in MODELS[name].items():
         url = f"{base_url}/{name}/{file_name}"
@@ -70,6 +85,9 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
         except requests.RequestException as err:
             raise ThaError(f"cannot download {url} ({_reason(err)}); offline, copy {', '.join(MODELS[name])} "
                            f"from upstream's data/character_models/{name}/ into {target}/ by hand") from None
+        except FileNotFoundError:
+            raise ThaError(f"the mirror has no {unquote(urlparse(url).path)}; point --base-url at a folder "
+                           f"holding {name}/ with {', '.join(MODELS[name])}") from None
         except ValueError:  # pooch's hash mismatch; it has deleted the download
             raise ThaError(f"{url} did not match its known checksum (truncated or changed download); "
                            "run the command again") from None

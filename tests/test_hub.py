@@ -100,3 +100,21 @@ def test_an_unwritable_cache_is_one_line(mirror, tmp_path):
     with pytest.raises(ThaError, match="cannot write") as err:
         hub.fetch_model("tiny", tmp_path / "a_file", url)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("as_url", [True, False])
+def test_a_local_folder_mirror_is_copied_and_verified(mirror, tmp_path, as_url):
+    """An offline mirror on disk (a file:// URL or a plain folder): copied, hash-checked, cached;
+    a tampered copy is refused and a missing file names what the folder must hold."""
+    root, _ = mirror
+    base = root.as_uri() if as_url else str(root)
+    target = hub.fetch_model("tiny", tmp_path / "cache", base)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == FILES
+    (root / "tiny" / "face_morpher.pt").write_bytes(b"tampered")
+    (target / "face_morpher.pt").unlink()
+    with pytest.raises(ThaError, match="checksum"):
+        hub.fetch_model("tiny", tmp_path / "cache", base)
+    assert not (target / "face_morpher.pt").exists()
+    (root / "tiny" / "face_morpher.pt").unlink()
+    with pytest.raises(ThaError, match="the mirror has no .*face_morpher.pt; point --base-url at a folder"):
+        hub.fetch_model("tiny", tmp_path / "cache", base)
