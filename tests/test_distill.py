@@ -95,6 +95,8 @@ def test_config_and_input_errors_are_one_clear_line(shared, tmp_path):
     assert "does not exist" in run("missing", character_image_file_name=str(tmp_path / "gone.png"))
     assert "256x256" in run("size", character_image_file_name=str(tmp_path / "small.png"))
     assert "no alpha" in run("alpha", character_image_file_name=str(tmp_path / "rgb.png"))
+    # data-parallel: checked before any worker starts, so still one line
+    assert "no alpha" in _one_error_line(_cli("distill", "run", str(tmp_path / "alpha.yaml"), "--nproc", "2"))
     assert "0 and 255" in run("mask", face_mask_image_file_name=str(tmp_path / "grey_mask.png"))
     assert "unsigned 64-bit" in run("seed", body_morpher_random_seed_1=2**64)
     assert "unsigned 64-bit" in run("negative", face_morpher_random_seed_0=-1)
@@ -234,6 +236,8 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
     restarted = load_character_model(tmp_path / "killed/character_model")
     for key, value in model.body_morpher.state_dict().items():
         torch.testing.assert_close(restarted.body_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    # The finished run is protected from a new launch, as with one process.
+    assert "--resume" in _one_error_line(_cli("distill", "run", str(path), "--nproc", "2"))
 
 
 def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, lambda00_dir, tmp_path):

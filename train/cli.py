@@ -43,9 +43,12 @@ def run(
     config = load_config(config_path, set_)  # fail fast, before any worker starts
     if nproc > 1:
         from tha.train.ddp import launch
-        from tha.train.distill import check_start
+        from tha.train.distill import check_start, load_inputs
 
-        check_start(config, resume)  # here, once: a restarted worker resumes only this launch's run
+        # checked here, once: bad input is one error line, not one per worker and restart, and
+        # a restarted worker resumes only this launch's own run
+        load_inputs(config)
+        check_start(config, resume)
         launch(config_path, resume, nproc, set_)
         typer.echo(f"done: {config.output / 'character_model'}")
         return

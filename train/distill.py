@@ -128,11 +128,9 @@ class Distiller:
     def __init__(self, config: DistillConfig, world: World):
         self.config, self.world = config, world
         self.output = config.output
-        self.rgba = load_character(resolve_input(config, config.character_image_file_name, "character_image_file_name"))
-        mask = load_face_mask(resolve_input(config, config.face_mask_image_file_name, "face_mask_image_file_name"))
+        self.rgba, mask, self.poses = load_inputs(config)
         self.image = rgba_to_tensor(self.rgba)[None].to(world.device)
         self.face_mask = torch.from_numpy(mask[FACE_ROWS, FACE_COLS]).float()[None, None].to(world.device)
-        self.poses = pose_source(config.poses, config.path)
         if config.teacher_dtype in ("float16", "bfloat16") and world.device.type == "cpu":
             raise ThaError(f"teacher_dtype {config.teacher_dtype} is for CUDA devices; on a CPU use float32")
         self.teacher: DistillTeacher = open_teacher(config.teacher, config.path, world.device,
@@ -414,6 +412,13 @@ class Distiller:
             writer.flush()
         tqdm.write(f"{stage.name} morpher: {examples} examples, held-out PSNR {value:.2f} dB "
                    f"at {self._seconds() / 60:.2f} min")
+
+
+def load_inputs(config: DistillConfig):
+    """The character image (RGBA), its face mask and the pose source, checked."""
+    rgba = load_character(resolve_input(config, config.character_image_file_name, "character_image_file_name"))
+    mask = load_face_mask(resolve_input(config, config.face_mask_image_file_name, "face_mask_image_file_name"))
+    return rgba, mask, pose_source(config.poses, config.path)
 
 
 def check_start(config: DistillConfig, resume: bool) -> dict | None:
