@@ -13,7 +13,6 @@ import torch.distributed as dist
 
 from tha.models.errors import ThaError
 
-
 MAX_RESTARTS = 2  # a crashed worker (a killed process, a dropped connection) costs the work since the last snapshot
 
 
@@ -42,8 +41,8 @@ def worker(argv: list[str]) -> None:
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    # torchrun keeps one store across restarts; a prefix per attempt keeps the new group from
-    # reading the dead group's addresses (with them, a restarted gloo group never forms)
+    # torchrun's workers share its store across restarts: a prefix per attempt keeps the new
+    # group's keys apart from the dead one's (without it a restarted gloo group hung forming)
     store = dist.PrefixStore(f"tha/attempt_{restarts}", dist.TCPStore(
         os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
