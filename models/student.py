@@ -153,6 +153,12 @@ class BodyMorpher(nn.Module):
             self.siren_layers.append(nn.Sequential(*layers))
         self.last_linear = nn.Conv2d(c.level_channels[-1], c.image_channels + 3, kernel_size=1)
 
+    def pose_columns(self, level: int) -> slice:
+        """Where the pose sits in ``level``'s first-layer inputs: after the previous level's
+        features (every level but the first) and x, y."""
+        start = (self.config.level_channels[level] if level else 0) + 2
+        return slice(start, start + self.config.pose_size)
+
     def features(self, pose: Tensor, coords: Tensor | None = None) -> Tensor:
         """``coords`` (N,2,H,W), optional: evaluate the last level only at these x,y positions
         (earlier levels stay whole grids and are sampled there as the upsampling would)."""

@@ -18,6 +18,7 @@ from PIL import Image
 from tha.models.character import load_character_model
 from tha.models.image import load_image_tensor
 from tha.models.poser import StudentPoser
+from tha.models.pose import index_of
 from tha.models.rig_teacher import RigTeacher
 from tha.train.config import load_config
 from tha.train.distill import distill
@@ -240,6 +241,31 @@ def test_two_gloo_processes_write_one_consistent_snapshot(shared, tmp_path):
     assert "--resume" in _one_error_line(_cli("distill", "run", str(path), "--nproc", "2"))
 
 
+def test_a_body_that_ignores_the_face_pose_keeps_ignoring_it(shared, tmp_path):
+    """`body.ignore_face_pose`: the body morpher trains (its loss moves) with its face-pose weights
+    exactly zero throughout, so an expression changes the face patch and nothing else."""
+    body = {**_tiny(shared, tmp_path)["body"], "ignore_face_pose": True}
+    model_dir = distill(load_config(_write(tmp_path / "still.yaml", _tiny(shared, tmp_path / "still", body=body))))
+    model = load_character_model(model_dir)
+    body = model.body_morpher
+    for level, layers in enumerate(body.siren_layers):
+        weight, pose = layers[0].linear.weight[:, :, 0, 0], body.pose_columns(level)
+        assert weight.shape[1] == pose.stop  # the pose is the last input
+        assert torch.count_nonzero(weight[:, pose][:, :39]) == 0
+        assert torch.count_nonzero(weight[:, pose][:, 39:]) == weight.shape[0] * 6  # rotations, breathing
+        assert torch.count_nonzero(weight[:, :pose.start]) == weight.shape[0] * pose.start  # features, x, y
+    pose = torch.zeros(1, 45)
+    pose[0, index_of("head_y")] = 0.7
+    expression = pose.clone()
+    expression[0, :39] = torch.rand(39)
+    image = model.image_tensor()[None]
+    with torch.no_grad():
+        a, b = model.body_morpher(image, pose), model.body_morpher(image, expression)
+    torch.testing.assert_close(a.grid_change, b.grid_change, rtol=0, atol=0)
+    losses = np.array(load_snapshot(tmp_path / "still")["history"]["body"])[:, 1]
+    assert np.isfinite(losses).all() and losses.std() > 0
+
+
 def test_redistilling_lambda00_into_a_smaller_student_lowers_the_loss(shared, lambda00_dir, tmp_path):
     """lambda_00 (an upstream student) as the teacher: the face loss falls within 16 steps;
     one body step (the 512 student teacher is slow on a CPU) completes a loadable model."""
@@ -415,7 +441,6 @@ def test_animator_poses_include_what_the_animator_shows():
     """`poses: animator`: half the poses carry an emotion preset's face, with blinks and mouth
     shapes over it (the sampler alone never draws a blink under joy's happy_wink), a quarter are
     turned toward the rotation limits, the same poses again from the same generator state."""
-    from tha.models.pose import index_of
     from tha.runtime.emotions import load_emotions
     from tha.train.poses import AnimatorPoseSampler, pose_source
 

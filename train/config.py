@@ -72,6 +72,10 @@ class BodySchedule:
     # As face.pixels_per_example, on the `resolution` grid: the last level runs at N random
     # pixels (earlier levels stay whole), the losses compare those pixels only.
     pixels_per_example: int = 0
+    # true: the body morpher's weights on the 39 face parameters start at zero and stay there,
+    # so a face change reaches the body only through the pasted face (the right model for a
+    # teacher whose body stage ignores the face pose, as the rig's does). false: upstream's.
+    ignore_face_pose: bool = False
 
     @property
     def num_examples(self) -> int:

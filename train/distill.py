@@ -106,6 +106,7 @@ class Stage:
     loss: Callable[[object, dict[str, Tensor], int], tuple[Tensor, dict[str, Tensor]]]
     # held-out (teacher, student) images at full size for samples and PSNR
     evaluate: Callable[[nn.Module, Tensor], tuple[Tensor, Tensor]]
+    ignore_face_pose: bool = False  # the body's face-pose weights held at zero
 
 
 @dataclass
@@ -140,6 +141,8 @@ class Distiller:
                                           torch.Generator().manual_seed(HELD_OUT_SEED)).to(world.device)
         self.face = FaceMorpher(face_config(config, config.face.resolution)).to(world.device)
         self.body = BodyMorpher(body_config(config, config.body.resolution)).to(world.device)
+        if config.body.ignore_face_pose:
+            hold_face_pose_at_zero(self.body)
         # per stage: [examples, loss] after every step, [examples, held-out PSNR] at every sample;
         # psnr["start"]: the whole student as initialised, before any training
         self.history: dict[str, list[list[float]]] = {name: [] for name in STAGES}
@@ -228,7 +231,7 @@ class Distiller:
                   c.body_morpher_num_training_examples_per_sample_output,
                   c.body.pixels_per_example, c.body.resolution, c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
                   lambda n: self.body_phase(n).learning_rate, self.body_targets, self.body_loss,
-                  self.evaluate_body),
+                  self.evaluate_body, c.body.ignore_face_pose),
         ]
 
     # --- the run ----------------------------------------------------------------------------
@@ -465,7 +468,37 @@ def fresh_module(stage: Stage) -> nn.Module:
         with torch.no_grad():
             module.last_linear.weight.zero_()
             module.last_linear.bias.zero_()
+            if stage.ignore_face_pose:
+                for weight in face_pose_weights(module):
+                    weight.zero_()
     return module
+
+
+def _face_pose_columns(body: BodyMorpher, level: int) -> slice:
+    pose = body.pose_columns(level)
+    return slice(pose.start, pose.start + FACE_SLICE.stop)
+
+
+def face_pose_weights(body: BodyMorpher) -> list[Tensor]:
+    """Views of each level's first-layer weights on the face parameters."""
+    return [layers[0].linear.weight[:, _face_pose_columns(body, level)]
+            for level, layers in enumerate(body.siren_layers)]
+
+
+def hold_face_pose_at_zero(body: BodyMorpher) -> None:
+    """Zero ``body``'s face-pose weights and their gradients from now on (Adam then never moves them)."""
+    with torch.no_grad():
+        for weight in face_pose_weights(body):
+            weight.zero_()
+    for level, layers in enumerate(body.siren_layers):
+        columns = _face_pose_columns(body, level)
+
+        def drop_face_pose(grad: Tensor, columns: slice = columns) -> Tensor:
+            grad = grad.clone()
+            grad[:, columns] = 0.0
+            return grad
+
+        layers[0].linear.weight.register_hook(drop_face_pose)
 
 
 def _wrap(module: nn.Module, world: World) -> nn.Module:
