@@ -41,11 +41,6 @@ def position_grid(size: int, dtype: torch.dtype = torch.float32, device: torch.d
     return F.affine_grid(identity, [1, 1, size, size], align_corners=False).permute(0, 3, 1, 2)
 
 
-def pose_planes(pose: Tensor, size: int) -> Tensor:
-    """Broadcast (N,P) to (N,P,size,size): each pose value becomes a constant input plane."""
-    return pose[:, :, None, None].expand(-1, -1, size, size)
-
-
 class SineLayer(nn.Module):
     """sin(omega_0 * (W x + b)) as a 1x1 convolution."""
 

@@ -41,10 +41,6 @@ def exact_fp32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = cudnn
 
 
-def cuda_available() -> bool:
-    return torch.cuda.is_available()
-
-
 def require_cuda(backend: str) -> None:
     if torch.version.cuda is None:
         raise ThaError(f"--backend {backend} needs a CUDA build of torch (this is {torch.__version__}, CPU-only); "
