@@ -27,26 +27,20 @@ Dtype = Annotated[DtypeChoice, typer.Option(
     "--dtype", help="Floating-point type torch computes in (float64 for comparisons with references).")]
 
 
-def _pose_vector(assignments: list[str], pose_file: Optional[Path], strict_range: bool):
-    from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
+def _checked_request(output: Path, save_tensor: Optional[Path], assignments: list[str], pose_file: Optional[Path],
+                     strict_range: bool, dtype: DtypeChoice):
+    """What both pose commands check before any work (a bad path or pose costs nothing):
+    the output paths, then the pose vector and the torch dtype."""
+    import torch
 
-    base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()
-    return parse_assignments(assignments, base=base, clamp=not strict_range)
-
-
-def _check_outputs(output: Path, save_tensor: Optional[Path]) -> None:
-    """Before any work: a bad path costs nothing."""
     from tha.models.files import check_output_path
+    from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
 
     check_output_path(output, "-o")
     if save_tensor is not None:
         check_output_path(save_tensor, "--save-tensor")
-
-
-def _torch_dtype(dtype: DtypeChoice):
-    import torch
-
-    return getattr(torch, dtype.value)
+    base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()
+    return parse_assignments(assignments, base=base, clamp=not strict_range), getattr(torch, dtype.value)
 
 
 def _pose_and_write(poser, source, pose_vec, device: str, dtype, output: Path, save_tensor: Optional[Path]) -> None:
@@ -83,9 +77,7 @@ def pose(
     from tha.models.hub import resolve_model
     from tha.models.poser import StudentPoser
 
-    _check_outputs(output, save_tensor)
-    pose_vec = _pose_vector(set_, pose_file, strict_range)
-    torch_dtype = _torch_dtype(dtype)
+    pose_vec, torch_dtype = _checked_request(output, save_tensor, set_, pose_file, strict_range, dtype)
     model = load_character_model(resolve_model(model_dir))
     poser = StudentPoser.from_model(model).to(device, torch_dtype)
     _pose_and_write(poser, model.image_tensor(torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
@@ -186,9 +178,7 @@ def teacher_pose(
     """Render one posed frame with the THA4 teacher to a PNG."""
     from tha.models.teacher import load_teacher_image, load_teacher_poser
 
-    _check_outputs(output, save_tensor)
-    pose_vec = _pose_vector(set_, pose_file, strict_range)
-    torch_dtype = _torch_dtype(dtype)
+    pose_vec, torch_dtype = _checked_request(output, save_tensor, set_, pose_file, strict_range, dtype)
     poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
     _pose_and_write(poser, load_teacher_image(image, torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
 

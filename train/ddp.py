@@ -30,13 +30,13 @@ def worker(argv: list[str]) -> None:
     """One torchrun worker: join the group, distill, leave."""
     from tha.train.config import load_config
     from tha.train.distill import World, distill, resolve_device
-    from tha.train.snapshot import load_snapshot
+    from tha.train.snapshot import SNAPSHOT
 
     args = [a for a in argv if a != "--resume"]
     config = load_config(args[0], args[1:])
     # a restarted worker continues this launch's own run, if it got as far as a snapshot
     restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    resume = "--resume" in argv or (restarts > 0 and load_snapshot(config.output) is not None)
+    resume = "--resume" in argv or (restarts > 0 and (config.output / SNAPSHOT).is_file())  # distill reads it
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     if device.type == "cuda":
