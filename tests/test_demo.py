@@ -108,11 +108,18 @@ def test_tha_demo_runs_offline_with_no_shared_data(tmp_path):
     assert np.abs(frames[-1][..., :3].astype(int) - 255).mean() > 10  # the character is drawn, not a blank
 
 
-# The committed demo student's scores against the rig teacher (tha.train.extremes), less ~0.5 dB
-# for other CPUs' rounding. Measured 2026-11-30: single parameters and pairs >= 32.42 dB, emotion
-# presets >= 34.92, with a blink >= 33.83, with an open mouth >= 34.63, head and body all at
-# their limits together 28.80 and 29.92, median 35.50 dB, 152 of 154 poses >= 30 dB.
-EXTREME_FLOORS_DB = {"=": 31.9, "emotion": 34.4, "+ blink": 33.3, "+ mouth_aaa": 34.1, "head and body": 28.3}
+# The committed demo student's scores against the rig teacher (tha.train.extremes), over the whole
+# image and over the face square, less ~0.5 dB for other CPUs' rounding. Measured 2026-11-30:
+# single parameters and pairs >= 33.54 / 24.58 dB (face square: the body's warp at body_y=lower),
+# emotion presets >= 36.23 / 28.37, with a blink >= 36.73 / 29.83, with an open mouth >= 36.25 /
+# 28.61, head and body all at their limits together >= 29.57 / 21.44; image median 36.65 dB, 153 of
+# 154 poses >= 30 dB. (The previous student: joy + blink 33.83 / 24.21, its face visibly smeared.)
+EXTREME_FLOORS_DB = {  # kind of pose: (whole image, face square)
+    "=": (33.0, 24.0), "emotion": (35.7, 27.8), "+ blink": (36.2, 29.3), "+ mouth_aaa": (35.7, 28.1),
+    "head and body": (29.0, 20.9),
+}
+MEDIAN_FLOOR = 36.1
+AT_30_FLOOR = 152  # 153 measured: head and body turned +1 sits only 0.12 dB above 30
 
 
 @pytest.mark.slow
@@ -127,7 +134,9 @@ def test_demo_student_holds_its_scores_at_every_extreme():
                 return key
         return "="  # neutral
 
-    for name, value in scores.items():
-        assert value >= EXTREME_FLOORS_DB[kind(name)], (name, value)
-    assert np.median(list(scores.values())) >= 35.0
-    assert sum(value >= 30.0 for value in scores.values()) >= 152  # of 154 poses
+    for name, (image, face) in scores.items():
+        floor_image, floor_face = EXTREME_FLOORS_DB[kind(name)]
+        assert image >= floor_image and face >= floor_face, (name, image, face)
+    images = [image for image, _ in scores.values()]
+    assert np.median(images) >= MEDIAN_FLOOR
+    assert sum(value >= 30.0 for value in images) >= AT_30_FLOOR  # of 154 poses

@@ -464,6 +464,7 @@ def test_animator_poses_include_what_the_animator_shows():
     turns = poses[:, AnimatorPoseSampler.TURNS]
     assert 0.2 < (turns.abs() >= 0.5).all(1).float().mean() < 0.35
     assert ((turns > 0.8).all(1) | (turns < -0.8).all(1)).sum() >= 2
+    assert (turns.abs() == 1.0).all(1).sum() >= 2  # the corner itself, which the sliders reach
     assert turns.abs().max() <= 1.0
 
 
