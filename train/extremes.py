@@ -86,7 +86,8 @@ def main(argv: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m tha.train.extremes", description=__doc__.split("\n")[0])
     parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--worst", type=Path, help="Write teacher | student | difference of the 2 worst poses over the image and the 2 worst over the face square here.")
+    parser.add_argument("--worst", type=Path, help="Write teacher | student | difference here: the 2 worst "
+                        "poses over the image, then the 2 worst over the face square.")
     args = parser.parse_args(argv)
     try:
         model = load_character_model(args.model_dir)
