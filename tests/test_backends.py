@@ -9,7 +9,8 @@ import torch
 from tha.export.verify import MAX_ABS, MEAN_ABS, random_poses
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import FaceCache
-from tha.runtime.backends.fastcpu import FastCPUBackend, upsample2x
+from tha.runtime.backends.cpu_ops import upsample2x
+from tha.runtime.backends.fastcpu import FastCPUBackend
 from tha.runtime.renderer import BACKENDS, PREFERENCE, choose_backend, open_backend
 
 
@@ -33,6 +34,9 @@ def test_upsample2x_is_bilinear_interpolate():
     out = upsample2x(x, torch.empty(5, 16, 32), torch.empty(5, 32, 32))
     want = torch.nn.functional.interpolate(x[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
     assert (out - want).abs().max() < 1e-6
+    for k0, k1 in [(0, 3), (3, 9), (9, 16), (0, 16)]:  # a band of rows: the same numbers, exactly
+        band = upsample2x(x, torch.empty(5, 2 * (k1 - k0), 16), torch.empty(5, 2 * (k1 - k0), 32), k0, k1)
+        assert torch.equal(band, out[:, 2 * k0: 2 * k1])
 
 
 @pytest.mark.slow

@@ -84,7 +84,8 @@ def main(argv: list[str]) -> None:
     from tha.models.errors import ThaError
     from tha.train.samples import write_samples
 
-    parser = argparse.ArgumentParser(prog="python -m tha.train.extremes", description=__doc__.split("\n")[0])
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the first paragraph
+    parser = argparse.ArgumentParser(prog="python -m tha.train.extremes", description=summary)
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--worst", type=Path, help="Write teacher | student | difference here: the 2 worst "
                         "poses over the image, then the 2 worst over the face square.")
