@@ -76,14 +76,6 @@ class Level:
         return self.out
 
 
-class FastFace:
-    def __init__(self, face: FoldedFace):
-        self.level = Level(face.first, list(face.hidden), bias_gemm(face.last))
-
-    def __call__(self, pose: Tensor) -> Tensor:
-        return self.level(pose)[None]
-
-
 class FastBody:
     def __init__(self, body: FoldedBody, active_tiles: bool = True):
         self.body = body
@@ -111,11 +103,12 @@ class FastCPUEngine:
     name = "fastcpu"
 
     def __init__(self, model: CharacterModel, active_tiles: bool = True):
-        self.fast_face = FastFace(FoldedFace(model.face_morpher).eval())
+        face = FoldedFace(model.face_morpher).eval()
+        self.fast_face = Level(face.first, list(face.hidden), bias_gemm(face.last))
         self.fast_body = FastBody(FoldedBody(model.body_morpher).eval(), active_tiles)
 
     def face(self, face_pose: Tensor) -> Tensor:
-        return self.fast_face(face_pose)
+        return self.fast_face(face_pose)[None]
 
     def body(self, image: Tensor, pose: Tensor) -> Tensor:
         return self.compose(image, self.fast_body.fields(image, pose))
