@@ -11,6 +11,9 @@ What changes against ``tha.models.student`` (and why it is still the same functi
 - 1x1 convs are matmuls on (C, H*W) for batch 1: the layout GEMMs want, no reorders;
 - the warp's identity grid is a constant (no AffineGrid in the graph).
 Static shapes, batch 1: this is what ``tha export`` traces and what the fast CPU backend runs.
+
+``fp16_gemms`` makes the half-precision form the CUDA backend runs: the same policy as the fp16
+ONNX graphs (``tha.export.fp16``), GEMMs in fp16 and everything else in fp32.
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ class FirstLayer(nn.Module):
         pre = (self.column + per_frame[:, :, None]) + self.row
         if features is not None:
             side = self.feature_size
-            coarse = torch.mm(self.w_feature, features)
+            coarse = _as(torch.mm(self.w_feature, _as(features, self.w_feature.dtype)), torch.float32)
             up = F.interpolate(coarse.reshape(1, -1, side, side), size=(self.size, self.size),
                                mode="bilinear", align_corners=False)
             pre = pre + up[0]
@@ -73,8 +76,26 @@ class Dense(nn.Module):
         self.sine = sine
 
     def forward(self, x: Tensor) -> Tensor:
-        y = torch.addmm(self.bias, self.weight, x)
+        y = torch.addmm(self.bias, self.weight, _as(x, self.weight.dtype))
         return _sine(y) if self.sine else y
+
+
+def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
+    # A no-op (nothing traced) when the dtype already matches: the fp32 graphs stay as they were.
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def fp16_gemms(module: nn.Module) -> nn.Module:
+    """Every GEMM of a folded face or body in fp16 (weights, inputs, outputs), in place; the
+    first layers' pre-activations and sines, the warp and the blend stay fp32. Those hold values
+    up to tens of radians and pixel coordinates, where fp16's step (1/32 at 32; 1/8 of a pixel
+    at 512 px) is visible: all-fp16 frames scored 40.6-43 dB against fp32 on an H100."""
+    for sub in module.modules():
+        if isinstance(sub, Dense):
+            sub.half()
+        elif isinstance(sub, FirstLayer) and sub.w_feature is not None:
+            sub.w_feature.data = sub.w_feature.data.half()
+    return module
 
 
 def _hidden(layers: list[SineLayer]) -> nn.ModuleList:
@@ -96,7 +117,7 @@ class FoldedFace(nn.Module):
         x = self.first(pose)
         for layer in self.hidden:
             x = layer(x)
-        return self.last(x).reshape(1, -1, self.size, self.size)
+        return _as(self.last(x), torch.float32).reshape(1, -1, self.size, self.size)
 
 
 class FoldedBody(nn.Module):
@@ -123,7 +144,7 @@ class FoldedBody(nn.Module):
             x = first(pose, x)
             for layer in hidden:
                 x = layer(x)
-        return self.last(x).reshape(1, -1, self.size, self.size)
+        return _as(self.last(x), torch.float32).reshape(1, -1, self.size, self.size)
 
     def compose(self, image: Tensor, fields: Tensor) -> Tensor:
         return compose(image, fields, self.identity).blended_image

@@ -10,35 +10,36 @@ the same modules under ``torch.func.vmap``: one graph per batch size used.
 from __future__ import annotations
 
 import copy
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tha.export.folded import FoldedBody, FoldedFace
+from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend, FaceCache, Frame
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
 
-PRECISIONS = {"fp16": torch.float16, "fp32": torch.float32}
+PRECISIONS = ("fp16", "fp32")
 
 
 @contextmanager
-def exact_fp32() -> Iterator[None]:
-    """No TF32 inside this block only: PyTorch lets cuDNN use TF32 by default, which put 1.95%
-    of alpha>0 pixels more than one level off on an H100. The caller's settings come back."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+def precise_matmuls() -> Iterator[None]:
+    """Inside this block only: no TF32 (PyTorch lets cuDNN use it by default, which put 1.95% of
+    alpha>0 pixels more than one level off on an H100) and fp16 GEMMs reduce in fp32 (cuBLAS may
+    otherwise split K with fp16 partial sums). The caller's settings come back."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.allow_tf32, torch.backends.cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction
+    matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    matmul.allow_fp16_reduced_precision_reduction = False
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
+        matmul.allow_tf32, torch.backends.cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction = saved
 
 
 def require_cuda(backend: str) -> None:
@@ -52,6 +53,18 @@ def require_cuda(backend: str) -> None:
 
 def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module).to("cpu", torch.float32)
+
+
+def folded_student(model: CharacterModel, precision: str, device: torch.device | str) -> tuple[FoldedFace, FoldedBody]:
+    """The folded face and body this backend runs: fp32, or fp16 GEMMs with fp32 first layers,
+    warp and blend (``fp16_gemms``). Folded from float32 CPU copies (the model may already sit
+    elsewhere; don't move it)."""
+    face = FoldedFace(_cpu_copy(model.face_morpher)).to(device).eval()
+    body = FoldedBody(_cpu_copy(model.body_morpher)).to(device).eval()
+    if precision == "fp16":
+        fp16_gemms(face)
+        fp16_gemms(body)
+    return face, body
 
 
 def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
@@ -70,7 +83,7 @@ def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
 
 
 class CudaBackend(Backend):
-    """Folded student, static buffers, CUDA graphs; fp16 (fast) or fp32 (exact, no TF32)."""
+    """Folded student, static buffers, CUDA graphs; fp16 GEMMs (fast) or fp32 (exact, no TF32)."""
 
     def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda"):
         require_cuda("cuda")
@@ -78,13 +91,10 @@ class CudaBackend(Backend):
             raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
         self.name = f"cuda-{precision}"
         self.precision = precision
-        self.dtype = PRECISIONS[precision]
         self.device = torch.device(device)
-        # Folded from float32 CPU copies (the model may already sit elsewhere; don't move it).
-        self.face = FoldedFace(_cpu_copy(model.face_morpher)).to(self.device, self.dtype).eval()
-        self.body = FoldedBody(_cpu_copy(model.body_morpher)).to(self.device, self.dtype).eval()
+        self.face, self.body = folded_student(model, precision, self.device)
         self.face_pose_size = model.face_morpher.config.pose_size
-        self.image = model.image_tensor()[None].to(self.device, self.dtype)
+        self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)
         h, w = self.image.shape[-2:]
         self.pose = torch.zeros(1, 45, device=self.device)  # the only per-frame upload
@@ -98,16 +108,15 @@ class CudaBackend(Backend):
 
     @contextmanager
     def _scope(self) -> Iterator[None]:
-        """No grad; fp32 without TF32 (kernels are chosen at capture, so capture is what counts)."""
-        with torch.no_grad(), (exact_fp32() if self.precision == "fp32" else nullcontext()):
+        """No grad; precise matmuls (kernels are chosen at capture, so capture is what counts)."""
+        with torch.no_grad(), precise_matmuls():
             yield
 
     def _frame(self, face: bool) -> None:
         """The frame path into the static buffers (eager; what the graphs replay)."""
-        pose = self.pose.to(self.dtype)
         if face:
-            paste_face(self.image, self.face(pose[:, : self.face_pose_size]), out=self.pasted)
-        self.posed.copy_(self.body(self.pasted, pose))
+            paste_face(self.image, self.face(self.pose[:, : self.face_pose_size]), out=self.pasted)
+        self.posed.copy_(self.body(self.pasted, self.pose))
         self.rgba.copy_(rgba8(self.posed[0]))
 
     def _upload(self, pose: np.ndarray) -> bool:
@@ -133,11 +142,11 @@ class CudaBackend(Backend):
 
     def _batch_run(self, poses: Tensor, out: Tensor) -> None:
         vmap = torch.func.vmap
-        p = poses.to(self.dtype)[:, None]  # (N,1,45): each sample is a batch-1 pose
+        p = poses[:, None]  # (N,1,45): each sample is a batch-1 pose
         patches = vmap(self.face)(p[..., : self.face_pose_size])
         pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches)
         posed = vmap(self.body)(pasted, p)
-        out.copy_(vmap(rgba8)(posed[:, 0].float()))
+        out.copy_(vmap(rgba8)(posed[:, 0]))
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
         """(N,45) poses -> (N,H,W,4) uint8 frames on the GPU; one graph per N (no face cache)."""

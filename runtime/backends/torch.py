@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tha.models.character import CharacterModel
-from tha.runtime.backends.cuda import exact_fp32
+from tha.runtime.backends.cuda import precise_matmuls
 from tha.runtime.backends.pipeline import PipelineBackend
 
 
@@ -30,8 +30,8 @@ class TorchEngine:
     def scope(self) -> AbstractContextManager:
         stack = ExitStack()
         stack.enter_context(torch.no_grad())
-        if self.exact:  # fp32 on CUDA means fp32: no TF32 convolutions/matmuls (scoped, see exact_fp32)
-            stack.enter_context(exact_fp32())
+        if self.exact:  # fp32 on CUDA means fp32: no TF32 convolutions/matmuls (scoped, see precise_matmuls)
+            stack.enter_context(precise_matmuls())
         return stack
 
 
