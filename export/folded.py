@@ -139,12 +139,21 @@ class FoldedBody(nn.Module):
 
     def fields(self, pose: Tensor) -> Tensor:
         """The morpher's raw output (1,7,S,S): grid change (2), alpha (1), colour change (4)."""
-        x = None
-        for first, hidden in zip(self.firsts, self.levels):
-            x = first(pose, x)
-            for layer in hidden:
-                x = layer(x)
+        x = self._level(-1, pose, self.coarse_features(pose))
         return _as(self.last(x), torch.float32).reshape(1, -1, self.size, self.size)
+
+    def coarse_features(self, pose: Tensor) -> Tensor | None:
+        """What the finest level reads: the previous level's output (C, S'*S'); None for one level."""
+        x = None
+        for i in range(len(self.firsts) - 1):
+            x = self._level(i, pose, x)
+        return x
+
+    def _level(self, i: int, pose: Tensor, x: Tensor | None) -> Tensor:
+        x = self.firsts[i](pose, x)
+        for layer in self.levels[i]:
+            x = layer(x)
+        return x
 
     def compose(self, image: Tensor, fields: Tensor) -> Tensor:
         return compose(image, fields, self.identity).blended_image

@@ -91,6 +91,8 @@ def capabilities() -> dict[str, Check]:
         "tensorrt": check_module("tensorrt", "--backend trt needs `pip install tensorrt` and an NVIDIA GPU (no wheel "
                                              "was reachable where tha is built and tested, so trt is untested; "
                                              "--backend cuda needs neither)"),
+        "triton": check_module("triton", "--backend cuda-fused needs `pip install triton` (CUDA builds of torch "
+                                         "on Linux bring it; --backend cuda does not need it)"),
         "cuda-python": check_cuda_python(),
         "onnxruntime": check_onnxruntime(),
         "onnxruntime-gpu": check_onnxruntime_gpu(),

@@ -29,10 +29,12 @@ def _torch_cuda(model: CharacterModel, device: str, precision: str = "fp32") -> 
     return TorchBackend(model, device="cuda")
 
 
-def _cuda(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
-    from tha.runtime.backends.cuda import CudaBackend
+def _cuda(fused: bool = False) -> Callable[..., Backend]:
+    def make(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
+        from tha.runtime.backends.cuda import CudaBackend
 
-    return CudaBackend(model, precision=precision)
+        return CudaBackend(model, precision=precision, fused=fused)
+    return make
 
 
 def _fastcpu(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
@@ -73,7 +75,8 @@ def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch": _torch,
     "torch-cuda": _torch_cuda,
-    "cuda": _cuda,
+    "cuda": _cuda(),
+    "cuda-fused": _cuda(fused=True),
     "fastcpu": _fastcpu,
     "ort": _ort("cpu"),
     "ort-fused": _ort("cpu", fused=True),

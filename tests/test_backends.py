@@ -162,7 +162,8 @@ def test_doctor_reports_each_capability_with_a_reason():
     from tha.runtime.doctor import capabilities, check_module
 
     caps = capabilities()
-    assert set(caps) == {"cuda", "tensorrt", "cuda-python", "onnxruntime", "onnxruntime-gpu", "opengl", "mediapipe"}
+    assert set(caps) == {"cuda", "tensorrt", "triton", "cuda-python", "onnxruntime", "onnxruntime-gpu", "opengl",
+                         "mediapipe"}
     assert caps["onnxruntime"].ok and "CPUExecutionProvider" in caps["onnxruntime"].detail
     assert caps["onnxruntime-gpu"].ok == ("CUDAExecutionProvider" in ort.get_available_providers())
     assert caps["cuda"].ok == torch.cuda.is_available()

@@ -54,8 +54,9 @@ def test_precise_matmuls_is_scoped_and_restores_the_callers_settings():
 def test_cuda_backend_without_a_gpu_is_one_clear_error(lambda00):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ThaError, match=r"--backend cuda needs .*--backend fastcpu"):
-        open_backend("cuda", lambda00)
+    for name in ("cuda", "cuda-fused"):
+        with pytest.raises(ThaError, match=rf"--backend {name} needs .*--backend fastcpu"):
+            open_backend(name, lambda00)
 
 
 def test_unknown_precision_is_refused(lambda00):
@@ -72,6 +73,13 @@ def cuda32(lambda00):
 @pytest.fixture(scope="module")
 def cuda16(lambda00):
     with open_backend("cuda", lambda00, precision="fp16") as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def cudafused(lambda00):
+    pytest.importorskip("triton")
+    with open_backend("cuda-fused", lambda00) as backend:
         yield backend
 
 
@@ -129,18 +137,20 @@ def test_fp16_gemms_against_fp32_on_cpu(name, request):
 
 
 @pytest.mark.gpu
-def test_fp16_psnr_against_fp32(cuda16, cuda32):
+@pytest.mark.parametrize("fused", [False, True])
+def test_fp16_psnr_against_fp32(fused, request, cuda32):
+    half = request.getfixturevalue("cudafused" if fused else "cuda16")
     for pose in random_poses(4, seed=11):
-        got, want = cuda16.render(pose).host(), cuda32.render(pose).host()
+        got, want = half.render(pose).host(), cuda32.render(pose).host()
         assert _psnr(_premultiplied(got), _premultiplied(want)) >= FP16_PSNR_DB
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["fp16", "fp32"])
-def test_graph_replay_equals_eager(precision, cuda16, cuda32):
+@pytest.mark.parametrize("name", ["cuda16", "cuda32", "cudafused"])
+def test_graph_replay_equals_eager(name, request):
     """The graph replays the very kernels the eager call launches: the frames are identical,
     on a face-cache miss (face graph) and a hit (body-only graph)."""
-    backend = cuda16 if precision == "fp16" else cuda32
+    backend = request.getfixturevalue(name)
     pose, other = random_poses(2, seed=5)
     head = pose.copy()
     head[39:] = -head[39:]
@@ -167,15 +177,16 @@ def test_face_cache_hit_gives_the_fresh_frame(cuda32, lambda00):
 
 
 @pytest.mark.gpu
-def test_batch_equals_single_frames(cuda16, cuda32):
+def test_batch_equals_single_frames(cuda16, cuda32, cudafused):
     """N poses in one graph (vmap: batched GEMMs) against one by one. In fp32 the CPU bound holds
     (+-1 level on >= 99.9% of alpha>0 pixels, passed on the H100). In fp16 a batched GEMM rounds
     differently (H100: only 89% within +-1 of the fp16 single frame), so an fp16 batch is held to
     what fp16 promises: the same PSNR against the fp32 frame as a single fp16 frame."""
     poses = random_poses(5, seed=13)
-    batch32, batch16 = cuda32.render_batch(poses), cuda16.render_batch(poses)
+    batch32, batch16, fused = (b.render_batch(poses) for b in (cuda32, cuda16, cudafused))
     assert batch16.is_cuda and tuple(batch16.shape) == (5, 512, 512, 4) and batch16.dtype == torch.uint8
-    for pose, got32, got16 in zip(poses, batch32.cpu().numpy(), batch16.cpu().numpy()):
+    for pose, got32, got16, got_fused in zip(poses, *(b.cpu().numpy() for b in (batch32, batch16, fused))):
         single = cuda32.render(pose).host()
         assert _within_one_level(got32, single) >= 0.999
         assert _psnr(_premultiplied(got16), _premultiplied(single)) >= FP16_PSNR_DB
+        assert _psnr(_premultiplied(got_fused), _premultiplied(single)) >= FP16_PSNR_DB

@@ -67,6 +67,14 @@ def folded_student(model: CharacterModel, precision: str, device: torch.device |
     return face, body
 
 
+def _fused_finest(body: FoldedBody, device: torch.device):
+    try:
+        from tha.runtime.backends.fused_finest import FusedFinest
+    except ImportError as err:
+        raise ThaError(f"--backend cuda-fused needs Triton ({err}); `pip install triton`, or use --backend cuda") from None
+    return FusedFinest(body, device)
+
+
 def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
     """``run`` (which only writes static buffers) as a CUDA graph, warmed up on a side stream
     first as PyTorch's graph docs require."""
@@ -85,14 +93,18 @@ def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
 class CudaBackend(Backend):
     """Folded student, static buffers, CUDA graphs; fp16 GEMMs (fast) or fp32 (exact, no TF32)."""
 
-    def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda"):
-        require_cuda("cuda")
+    def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda", fused: bool = False):
+        """``fused``: the body's finest level as one Triton kernel (``fused_finest``; fp16 only)."""
+        require_cuda("cuda-fused" if fused else "cuda")
         if precision not in PRECISIONS:
             raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
-        self.name = f"cuda-{precision}"
+        if fused and precision != "fp16":
+            raise ThaError("--backend cuda-fused runs fp16 GEMMs; for fp32 use --backend cuda --precision fp32")
+        self.name = "cuda-fused" if fused else f"cuda-{precision}"
         self.precision = precision
         self.device = torch.device(device)
         self.face, self.body = folded_student(model, precision, self.device)
+        self.finest = _fused_finest(self.body, self.device) if fused else None
         self.face_pose_size = model.face_morpher.config.pose_size
         self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)
@@ -116,8 +128,13 @@ class CudaBackend(Backend):
         """The frame path into the static buffers (eager; what the graphs replay)."""
         if face:
             paste_face(self.image, self.face(self.pose[:, : self.face_pose_size]), out=self.pasted)
-        self.posed.copy_(self.body(self.pasted, self.pose))
+        self.posed.copy_(self._posed(self.pasted, self.pose))
         self.rgba.copy_(rgba8(self.posed[0]))
+
+    def _posed(self, pasted: Tensor, pose: Tensor) -> Tensor:
+        if self.finest is None:
+            return self.body(pasted, pose)
+        return self.body.compose(pasted, self.finest(self.body.coarse_features(pose), pose))
 
     def _upload(self, pose: np.ndarray) -> bool:
         """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
@@ -145,7 +162,11 @@ class CudaBackend(Backend):
         p = poses[:, None]  # (N,1,45): each sample is a batch-1 pose
         patches = vmap(self.face)(p[..., : self.face_pose_size])
         pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches)
-        posed = vmap(self.body)(pasted, p)
+        if self.finest is None:
+            posed = vmap(self.body)(pasted, p)
+        else:  # the kernel takes the whole batch itself
+            fields = self.finest(vmap(self.body.coarse_features)(p), poses)
+            posed = vmap(self.body.compose)(pasted, fields[:, None])
         out.copy_(vmap(rgba8)(posed[:, 0]))
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
