@@ -139,13 +139,13 @@ class FoldedBody(nn.Module):
 
     def fields(self, pose: Tensor) -> Tensor:
         """The morpher's raw output (1,7,S,S): grid change (2), alpha (1), colour change (4)."""
-        x = self._level(-1, pose, self.coarse_features(pose))
+        x = self.features(pose, len(self.firsts))
         return _as(self.last(x), torch.float32).reshape(1, -1, self.size, self.size)
 
-    def coarse_features(self, pose: Tensor) -> Tensor | None:
-        """What the finest level reads: the previous level's output (C, S'*S'); None for one level."""
+    def features(self, pose: Tensor, levels: int) -> Tensor | None:
+        """The output (C, S'*S') of the first ``levels`` levels: what the next level reads."""
         x = None
-        for i in range(len(self.firsts) - 1):
+        for i in range(levels):
             x = self._level(i, pose, x)
         return x
 

@@ -14,6 +14,10 @@ MODELS = DATA / "character_models"
 CONFORMANCE = SHARED / "conformance"
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if not torch.cuda.is_available():
+    # The fused CUDA kernels (Triton) then run in Triton's CPU interpreter; it is chosen when a
+    # kernel is defined, so before any test module imports them.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def _cuda() -> bool:

@@ -13,7 +13,7 @@ from tha.models.character import load_character_model
 from tha.models.errors import ThaError
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
-from tha.runtime.backends.cuda import folded_student, precise_matmuls
+from tha.runtime.backends.cuda import CudaBackend, folded_student, precise_matmuls
 from tha.runtime.renderer import open_backend
 
 
@@ -62,6 +62,49 @@ def test_cuda_backend_without_a_gpu_is_one_clear_error(lambda00):
 def test_unknown_precision_is_refused(lambda00):
     with pytest.raises(ThaError, match="unknown precision 'fp8'; choose fp16 or fp32"):
         open_backend("torch", lambda00, precision="fp8")
+
+
+def _on_cpu(model, precision: str, fused: bool = False) -> CudaBackend:
+    """The CUDA backend's modules and buffers on the CPU, without graphs: what they replay."""
+    backend = CudaBackend.__new__(CudaBackend)
+    backend._setup(model, precision, torch.device("cpu"), fused)
+    return backend
+
+
+def _eager_frames(backend: CudaBackend, poses: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each pose alone through ``_frame`` (face included), then all of them through ``_batch_run``."""
+    singles = []
+    batch = torch.zeros(len(poses), 512, 512, 4, dtype=torch.uint8)
+    with backend._scope():
+        for pose in poses:
+            backend.pose.copy_(torch.from_numpy(pose)[None])
+            backend._frame(face=True)
+            singles.append(backend.rgba.numpy().copy())
+        backend._batch_run(torch.from_numpy(poses), batch)
+    return singles, batch.numpy()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fp32", "fp16", "fused"])
+def test_cuda_frame_path_on_cpu(kind, lambda00):
+    """The eager frame path the graphs capture (face, paste, body, RGBA8; single and batch), run
+    on the CPU: fp32 meets the CPU bound against the torch backend; fp16 and the fused kernels
+    (Triton's interpreter) meet the fp16 bound against fp32, in single frames and in a batch."""
+    if kind == "fused":
+        pytest.importorskip("triton")
+    poses = random_poses(2, seed=21)
+    exact = _on_cpu(lambda00, "fp32")
+    want, want_batch = _eager_frames(exact, poses)
+    if kind == "fp32":
+        with open_backend("torch", lambda00) as reference:
+            for pose, single, batched in zip(poses, want, want_batch):
+                assert _within_one_level(single, reference.render(pose).host()) >= 0.999
+                assert _within_one_level(batched, single) >= 0.999
+        return
+    got, got_batch = _eager_frames(_on_cpu(lambda00, "fp16", fused=kind == "fused"), poses)
+    for single, batched, truth in zip(got, got_batch, want):
+        assert _psnr(_premultiplied(single), _premultiplied(truth)) >= FP16_PSNR_DB
+        assert _psnr(_premultiplied(batched), _premultiplied(truth)) >= FP16_PSNR_DB
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ stages (``tha.runtime.backends.pipeline``): face (on a face-cache miss) + paste 
 RGBA8, all into static buffers, so nothing is allocated,
 copied or synchronised beyond that upload. The frame stays on the GPU (for the viewer's
 CUDA-GL interop) until someone calls ``Frame.host()``. ``render_batch`` runs N poses through
-the same modules under ``torch.func.vmap``: one graph per batch size used.
+the same modules under ``torch.func.vmap`` (the fused kernels take the batch as it is): one
+graph per batch size used.
 """
 from __future__ import annotations
 
@@ -67,12 +68,21 @@ def folded_student(model: CharacterModel, precision: str, device: torch.device |
     return face, body
 
 
-def _fused_finest(body: FoldedBody, device: torch.device):
+def _per_sample(batch1: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """A batch-1 module applied to N inputs: itself for one, ``vmap`` (batched GEMMs) for more."""
+    def run(x: Tensor) -> Tensor:
+        return batch1(x) if x.shape[0] == 1 else torch.func.vmap(lambda one: batch1(one[None])[0])(x)
+    return run
+
+
+def _fused(face: FoldedFace, body: FoldedBody, device: torch.device) -> tuple[Callable, Callable]:
+    """(face pose -> patches, pose -> body fields) as Triton kernels (``fused_levels``)."""
     try:
-        from tha.runtime.backends.fused_finest import FusedFinest
+        from tha.runtime.backends.fused_levels import FusedBody, fused_face
     except ImportError as err:
         raise ThaError(f"--backend cuda-fused needs Triton ({err}); `pip install triton`, or use --backend cuda") from None
-    return FusedFinest(body, device)
+    fused = fused_face(face, device)
+    return (lambda pose: fused(None, pose)), FusedBody(body, device).fields
 
 
 def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
@@ -94,17 +104,28 @@ class CudaBackend(Backend):
     """Folded student, static buffers, CUDA graphs; fp16 GEMMs (fast) or fp32 (exact, no TF32)."""
 
     def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda", fused: bool = False):
-        """``fused``: the body's finest level as one Triton kernel (``fused_finest``; fp16 only)."""
+        """``fused``: the face and the body's narrower levels as Triton kernels (``fused_levels``; fp16 only)."""
         require_cuda("cuda-fused" if fused else "cuda")
+        self._setup(model, precision, torch.device(device), fused)
+        with self._scope():
+            self._full = capture(lambda: self._frame(face=True))
+            self._body_only = capture(lambda: self._frame(face=False), pool=self._full.pool())
+
+    def _setup(self, model: CharacterModel, precision: str, device: torch.device, fused: bool) -> None:
+        """Modules and static buffers: everything but the graphs (the tests run this on the CPU)."""
         if precision not in PRECISIONS:
             raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
         if fused and precision != "fp16":
             raise ThaError("--backend cuda-fused runs fp16 GEMMs; for fp32 use --backend cuda --precision fp32")
         self.name = "cuda-fused" if fused else f"cuda-{precision}"
         self.precision = precision
-        self.device = torch.device(device)
+        self.device = device
         self.face, self.body = folded_student(model, precision, self.device)
-        self.finest = _fused_finest(self.body, self.device) if fused else None
+        # Both take N poses: (N,39) -> (N,4,128,128) patches, (N,45) -> (N,7,512,512) fields.
+        if fused:
+            self.face_patches, self.fields = _fused(self.face, self.body, self.device)
+        else:
+            self.face_patches, self.fields = _per_sample(self.face), _per_sample(self.body.fields)
         self.face_pose_size = model.face_morpher.config.pose_size
         self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)
@@ -114,9 +135,6 @@ class CudaBackend(Backend):
         self.posed = torch.zeros(1, 4, h, w, device=self.device)  # float32 network output
         self.rgba = torch.zeros(h, w, 4, dtype=torch.uint8, device=self.device)
         self._batch: dict[int, tuple[torch.cuda.CUDAGraph, Tensor, Tensor]] = {}
-        with self._scope():
-            self._full = capture(lambda: self._frame(face=True))
-            self._body_only = capture(lambda: self._frame(face=False), pool=self._full.pool())
 
     @contextmanager
     def _scope(self) -> Iterator[None]:
@@ -127,14 +145,9 @@ class CudaBackend(Backend):
     def _frame(self, face: bool) -> None:
         """The frame path into the static buffers (eager; what the graphs replay)."""
         if face:
-            paste_face(self.image, self.face(self.pose[:, : self.face_pose_size]), out=self.pasted)
-        self.posed.copy_(self._posed(self.pasted, self.pose))
+            paste_face(self.image, self.face_patches(self.pose[:, : self.face_pose_size]), out=self.pasted)
+        self.posed.copy_(self.body.compose(self.pasted, self.fields(self.pose)))
         self.rgba.copy_(rgba8(self.posed[0]))
-
-    def _posed(self, pasted: Tensor, pose: Tensor) -> Tensor:
-        if self.finest is None:
-            return self.body(pasted, pose)
-        return self.body.compose(pasted, self.finest(self.body.coarse_features(pose), pose))
 
     def _upload(self, pose: np.ndarray) -> bool:
         """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
@@ -159,14 +172,9 @@ class CudaBackend(Backend):
 
     def _batch_run(self, poses: Tensor, out: Tensor) -> None:
         vmap = torch.func.vmap
-        p = poses[:, None]  # (N,1,45): each sample is a batch-1 pose
-        patches = vmap(self.face)(p[..., : self.face_pose_size])
-        pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches)
-        if self.finest is None:
-            posed = vmap(self.body)(pasted, p)
-        else:  # the kernel takes the whole batch itself
-            fields = self.finest(vmap(self.body.coarse_features)(p), poses)
-            posed = vmap(self.body.compose)(pasted, fields[:, None])
+        patches = self.face_patches(poses[:, : self.face_pose_size])
+        pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches[:, None])
+        posed = vmap(self.body.compose)(pasted, self.fields(poses)[:, None])
         out.copy_(vmap(rgba8)(posed[:, 0]))
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
