@@ -15,6 +15,7 @@ from tha.export.verify import random_poses
 from tha.models.errors import ThaError
 from tha.models.pose import FACE_SLICE
 from tha.runtime.backends.base import Backend
+from tha.runtime.renderer import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def write_chart(rows: list[Row], path: Path, title: str) -> Path:
 def parse_backends(text: str, known: list[str]) -> list[str]:
     """Comma-separated names, each optionally with a precision: torch-cuda,cuda:fp32,cuda:fp16."""
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if split_precision(n)[0] not in known or split_precision(n)[1] not in (None, "fp16", "fp32")]
+    unknown = [n for n in names if split_precision(n)[0] not in known or split_precision(n)[1] not in (None, *PRECISIONS)]
     if unknown:
         raise ThaError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not names:

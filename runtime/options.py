@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from tha.models.limits import FPS_RANGE
-from tha.runtime.renderer import BACKENDS
+from tha.runtime.renderer import BACKENDS, PRECISIONS
 from tha.runtime.video import FORMATS
 
 _ALPHA_FORMATS = " and ".join(suffix for suffix, video_format in FORMATS.items() if video_format.keeps_alpha)
@@ -21,9 +21,7 @@ _ALPHA_FORMATS = " and ".join(suffix for suffix, video_format in FORMATS.items()
 BackendChoice = Enum("BackendChoice", {name: name for name in ("auto", *BACKENDS)}, type=str)
 
 
-class PrecisionChoice(str, Enum):
-    fp16 = "fp16"
-    fp32 = "fp32"
+PrecisionChoice = Enum("PrecisionChoice", {name: name for name in PRECISIONS}, type=str)
 
 
 def precision_name(precision: PrecisionChoice | None) -> str | None:

@@ -71,6 +71,8 @@ def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend
     return TrtBackend(model.image_tensor(), export_dir, fp16=fp16, face_pose_size=model.face_morpher.config.pose_size)
 
 
+PRECISIONS = ("fp16", "fp32")  # what --precision takes
+
 # name -> factory(model, device, precision); precision matters to cuda (fp16 | fp32) only.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch": _torch,
@@ -127,8 +129,8 @@ def open_backend(name: str, model: CharacterModel | str | Path, device: str = "c
 
     if not isinstance(model, CharacterModel):
         model = load_character_model(model)
-    if precision not in (None, "fp16", "fp32"):
-        raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
+    if precision not in (None, *PRECISIONS):
+        raise ThaError(f"unknown precision '{precision}'; choose {' or '.join(PRECISIONS)}")
     if name == "auto":
         return _open_auto(model, precision)
     if name not in BACKENDS:

@@ -1,7 +1,7 @@
 """The CUDA backend (folded student as CUDA graphs) and exact fp32 on CUDA: against upstream's
 reference arrays, fp16 against fp32, graph replay against eager, a batch against single frames.
-Bounds come from runs on an NVIDIA H100 (see each test); without a GPU only the refusal and the
-TF32 scoping are checked."""
+Bounds come from runs on an NVIDIA H100 (see each test); without a GPU the refusal, the matmul
+settings' scoping and the backend's eager frame path (its modules on the CPU) are checked."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,24 +12,14 @@ from tha.export.verify import random_poses
 from tha.models.character import load_character_model
 from tha.models.errors import ThaError
 from tha.models.image import rgba8
-from tha.models.poser import paste_face
-from tha.runtime.backends.cuda import CudaBackend, folded_student, precise_matmuls
+from tha.runtime.backends.cuda import CudaBackend, precise_matmuls
 from tha.runtime.renderer import open_backend
+
+from frames import shown_psnr, within_one_level
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:
     return rgba8(image.detach().to("cpu", torch.float64)).numpy().astype(np.int16)
-
-
-def _within_one_level(got: np.ndarray, want: np.ndarray) -> float:
-    """Share of alpha>0 pixels whose four channels are all within +-1 level (the CPU bound)."""
-    close = (np.abs(got.astype(np.int16) - want.astype(np.int16)) <= 1).all(axis=-1)
-    return float(close[want[..., 3] > 0].mean())
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_precise_matmuls_is_scoped_and_restores_the_callers_settings():
@@ -73,15 +63,18 @@ def _on_cpu(model, precision: str, fused: bool = False) -> CudaBackend:
 
 def _eager_frames(backend: CudaBackend, poses: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Each pose alone through ``_frame`` (face included), then all of them through ``_batch_run``."""
-    singles = []
     batch = torch.zeros(len(poses), 512, 512, 4, dtype=torch.uint8)
     with backend._scope():
-        for pose in poses:
-            backend.pose.copy_(torch.from_numpy(pose)[None])
-            backend._frame(face=True)
-            singles.append(backend.rgba.numpy().copy())
         backend._batch_run(torch.from_numpy(poses), batch)
-    return singles, batch.numpy()
+    return [_eager_frame(backend, pose) for pose in poses], batch.numpy()
+
+
+def _eager_frame(backend: CudaBackend, pose: np.ndarray) -> np.ndarray:
+    """One pose through ``_frame``, face included."""
+    with backend._scope():
+        backend.pose.copy_(torch.from_numpy(pose)[None])
+        backend._frame(face=True)
+    return backend.rgba.numpy().copy()
 
 
 @pytest.mark.slow
@@ -100,13 +93,13 @@ def test_cuda_frame_path_on_cpu(kind, lambda00):
     if kind == "fp32":
         with open_backend("torch", lambda00) as reference:
             for pose, single, batched in zip(poses, want, want_batch):
-                assert _within_one_level(single, reference.render(pose).host()) >= 0.999
-                assert _within_one_level(batched, single) >= 0.999
+                assert within_one_level(single, reference.render(pose).host()) >= 0.999
+                assert within_one_level(batched, single) >= 0.999
         return
     got, got_batch = _eager_frames(_on_cpu(lambda00, "fp16", fused=kind == "fused"), poses)
     for single, batched, truth in zip(got, got_batch, want):
-        assert _psnr(_premultiplied(single), _premultiplied(truth)) >= FP16_PSNR_DB
-        assert _psnr(_premultiplied(batched), _premultiplied(truth)) >= FP16_PSNR_DB
+        assert shown_psnr(single, truth) >= FP16_PSNR_DB
+        assert shown_psnr(batched, truth) >= FP16_PSNR_DB
 
 
 @pytest.fixture(scope="module")
@@ -139,15 +132,9 @@ def test_fp32_on_cuda_meets_the_cpu_bound_against_upstream(name, lambda00, stude
             frame = backend.render(pose)
             assert frame.on_device
             got = backend.render_tensor(pose)[0]
-            assert _within_one_level(_uint8(got), _uint8(torch.from_numpy(want))) >= 0.999
-            assert _within_one_level(frame.host(), _uint8(torch.from_numpy(want))) >= 0.999
+            assert within_one_level(_uint8(got), _uint8(torch.from_numpy(want))) >= 0.999
+            assert within_one_level(frame.host(), _uint8(torch.from_numpy(want))) >= 0.999
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32  # untouched
-
-
-def _premultiplied(rgba: np.ndarray) -> np.ndarray:
-    """What any compositor shows of a straight-alpha frame: colour times alpha, and alpha."""
-    rgba = rgba.astype(np.float64)
-    return np.concatenate([rgba[..., :3] * rgba[..., 3:] / 255.0, rgba[..., 3:]], axis=-1)
 
 
 # fp16 frames against fp32 frames, as shown (premultiplied RGBA8): the issue's 45 dB. Straight-
@@ -159,13 +146,6 @@ def _premultiplied(rgba: np.ndarray) -> np.ndarray:
 FP16_PSNR_DB = 45.0
 
 
-def _frame(face, body, image: torch.Tensor, pose: np.ndarray) -> np.ndarray:
-    p = torch.from_numpy(pose)[None].to(image.device)
-    with torch.no_grad():
-        patch = face(p[:, : face.first.w_pose.shape[1]])
-        return rgba8(body(paste_face(image, patch), p)[0]).cpu().numpy()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lambda_00", "lambda_01"])
 def test_fp16_gemms_against_fp32_on_cpu(name, request):
@@ -173,12 +153,10 @@ def test_fp16_gemms_against_fp32_on_cpu(name, request):
     inputs, sums in fp32 and rounds the result to fp16, as cuBLAS does with precise_matmuls;
     everything else is fp32 on both. So the precision policy is checked here, without a GPU."""
     model = load_character_model(request.getfixturevalue(name.replace("_", "") + "_dir"))
-    image = model.image_tensor()[None]
-    exact, half = folded_student(model, "fp32", "cpu"), folded_student(model, "fp16", "cpu")
-    assert half[1].last.weight.dtype == torch.float16 and half[1].firsts[0].column.dtype == torch.float32
+    exact, half = _on_cpu(model, "fp32"), _on_cpu(model, "fp16")
+    assert half.body.last.weight.dtype == torch.float16 and half.body.firsts[0].column.dtype == torch.float32
     for pose in random_poses(3, seed=11):
-        want, got = _frame(*exact, image, pose), _frame(*half, image, pose)
-        assert _psnr(_premultiplied(got), _premultiplied(want)) >= FP16_PSNR_DB
+        assert shown_psnr(_eager_frame(half, pose), _eager_frame(exact, pose)) >= FP16_PSNR_DB
 
 
 @pytest.mark.gpu
@@ -187,7 +165,7 @@ def test_fp16_psnr_against_fp32(fused, request, cuda32):
     half = request.getfixturevalue("cudafused" if fused else "cuda16")
     for pose in random_poses(4, seed=11):
         got, want = half.render(pose).host(), cuda32.render(pose).host()
-        assert _psnr(_premultiplied(got), _premultiplied(want)) >= FP16_PSNR_DB
+        assert shown_psnr(got, want) >= FP16_PSNR_DB
 
 
 @pytest.mark.gpu
@@ -232,6 +210,6 @@ def test_batch_equals_single_frames(cuda16, cuda32, cudafused):
     assert batch16.is_cuda and tuple(batch16.shape) == (5, 512, 512, 4) and batch16.dtype == torch.uint8
     for pose, got32, got16, got_fused in zip(poses, *(b.cpu().numpy() for b in (batch32, batch16, fused))):
         single = cuda32.render(pose).host()
-        assert _within_one_level(got32, single) >= 0.999
-        assert _psnr(_premultiplied(got16), _premultiplied(single)) >= FP16_PSNR_DB
-        assert _psnr(_premultiplied(got_fused), _premultiplied(single)) >= FP16_PSNR_DB
+        assert within_one_level(got32, single) >= 0.999
+        assert shown_psnr(got16, single) >= FP16_PSNR_DB
+        assert shown_psnr(got_fused, single) >= FP16_PSNR_DB

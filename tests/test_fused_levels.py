@@ -3,7 +3,6 @@ in Triton's CPU interpreter (conftest sets it up; bigger blocks there, as it pay
 so their arithmetic is checked here; their speed only on a GPU."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,17 +14,14 @@ from tha.models.character import load_character_model  # noqa: E402
 from tha.models.image import rgba8  # noqa: E402
 from tha.runtime.backends.fused_levels import FusedBody, fused_face  # noqa: E402
 
+from frames import shown_psnr  # noqa: E402
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def premultiplied_psnr(got: torch.Tensor, want: torch.Tensor) -> float:
-    """PSNR of two (4,H,W) images as shown: RGBA8 with colour times alpha."""
-    def shown(image: torch.Tensor) -> np.ndarray:
-        rgba = rgba8(image.double().cpu()).numpy().astype(np.float64)
-        return np.concatenate([rgba[..., :3] * rgba[..., 3:] / 255.0, rgba[..., 3:]], axis=-1)
-
-    mse = np.mean((shown(got) - shown(want)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+def frame_psnr(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Two (4,H,W) network images compared as shown (RGBA8, premultiplied)."""
+    return shown_psnr(*(rgba8(image.double().cpu()).numpy() for image in (got, want)))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +48,7 @@ def test_fused_body_matches_the_folded_body(bodies, model):
         want, layered, got = exact.fields(pose), half.fields(pose), fused.fields(pose)
         assert got.shape == want.shape and got.dtype == torch.float32
         assert (got - want).abs().mean() <= 1.1 * (layered - want).abs().mean()
-        assert premultiplied_psnr(exact.compose(image, got)[0], exact.compose(image, want)[0]) >= 45.0
+        assert frame_psnr(exact.compose(image, got)[0], exact.compose(image, want)[0]) >= 45.0
 
 
 def test_fused_face_matches_the_folded_face(model):

@@ -22,11 +22,9 @@ from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend, FaceCache, Frame
+from tha.runtime.renderer import PRECISIONS
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
-
-PRECISIONS = ("fp16", "fp32")
-
 
 @contextmanager
 def precise_matmuls() -> Iterator[None]:
@@ -114,7 +112,7 @@ class CudaBackend(Backend):
     def _setup(self, model: CharacterModel, precision: str, device: torch.device, fused: bool) -> None:
         """Modules and static buffers: everything but the graphs (the tests run this on the CPU)."""
         if precision not in PRECISIONS:
-            raise ThaError(f"unknown precision '{precision}'; choose fp16 or fp32")
+            raise ThaError(f"unknown precision '{precision}'; choose {' or '.join(PRECISIONS)}")
         if fused and precision != "fp16":
             raise ThaError("--backend cuda-fused runs fp16 GEMMs; for fp32 use --backend cuda --precision fp32")
         self.name = "cuda-fused" if fused else f"cuda-{precision}"

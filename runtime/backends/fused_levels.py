@@ -3,12 +3,12 @@ out for a block of pixels, with the activations kept on chip.
 
 Run layer by layer (``FoldedBody``), the big levels' activations dominate a GPU frame's memory
 traffic: each (90 channels over 512x512 pixels, or 180 over 256x256: 47 or 24 MB in fp16) is
-written, then read and rewritten by the sine, then read by the next GEMM. Here a program takes a block of pixels, builds their first-layer
-pre-activations in fp32 from four bilinear taps of the coarser level (already through this
-level's feature weights) plus the column and row terms, and runs the sine layers and the map out
-(the next level's feature weights, or the output layer) on tensor cores: fp16 inputs, fp32 sums
-and results. Only the map's output leaves the chip: the next fused level's input, pixel-major,
-or the fields. Same precision policy as ``fp16_gemms``.
+written, then read and rewritten by the sine, then read by the next GEMM. Here a program takes a
+block of pixels, builds their first-layer pre-activations in fp32 from four bilinear taps of the
+coarser level (already through this level's feature weights) plus the column and row terms, and
+runs the sine layers and the map out (the next level's feature weights, or the output layer) on
+tensor cores: fp16 inputs, fp32 sums and results. Only the map's output leaves the chip: the
+next fused level's input, pixel-major, or the fields. Same precision policy as ``fp16_gemms``.
 
 Channels are padded to a power of two (90 -> 128, 180 -> 256) with zero weights, so the extra
 channels stay exactly zero; levels wider than ``MAX_CHANNELS`` (the 360-channel 128x128 level)
