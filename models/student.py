@@ -171,9 +171,62 @@ class BodyMorpher(nn.Module):
             x = level(torch.cat(inputs, dim=1))
         return self.last_linear(x)
 
-    def forward(self, image: Tensor, pose: Tensor, coords: Tensor | None = None) -> BodyOutput:
-        """With ``coords``, every output holds those positions only (the image is sampled there)."""
-        return compose(image, self.features(pose, coords), coords)
+    def patch_features(self, pose: Tensor, coords: Tensor, patch_size: int) -> Tensor:
+        """`features` at ``coords`` (N,2,1,J*P*P) that hold J square P x P patches of the last
+        level's grid, each row-major, one after another. Each level runs only on the window of
+        its grid that the next level's bilinear taps read (P/2 + 2 pixels a side on the level
+        below, and so on), not on the whole grid: the same fields for a fraction of the work,
+        since with random pixels the whole-grid coarse levels are most of a training step."""
+        n, p, k = pose.shape[0], patch_size, coords.shape[-1]
+        j = k // (p * p)
+        fine = coords.reshape(n, 2, j, p, p).transpose(1, 2).reshape(n * j, 2, p, p)
+        pose = pose.repeat_interleave(j, dim=0)
+        sizes = self.config.level_sizes
+        windows = [(_pixel_index(fine[:, :, 0, 0], sizes[-1]), p)]  # (M,2) x,y start, width
+        for size in reversed(sizes[:-1]):
+            start, width = windows[0]
+            # levels double in size: fine pixels a..a+w-1 read coarse taps a//2-1 .. (a+w)//2;
+            # clamped inside the grid, the window still holds the edge pixel border padding repeats
+            coarse_width = min(-(-width // 2) + 2, size)
+            windows.insert(0, ((start // 2 - 1).clamp(0, size - coarse_width), coarse_width))
+        x, last = None, len(sizes) - 1
+        for level, (size, layers) in enumerate(zip(sizes, self.siren_layers)):
+            grid = fine if level == last else _window_grid(*windows[level], size, pose.dtype)
+            inputs = [grid, pose[:, :, None, None].expand(-1, -1, *grid.shape[-2:])]
+            if x is not None:
+                inputs.insert(0, _upsample(x, _into_window(grid, *windows[level - 1], sizes[level - 1])))
+            x = layers(torch.cat(inputs, dim=1))
+        fields = self.last_linear(x)
+        return fields.reshape(n, j, -1, p * p).transpose(1, 2).reshape(n, -1, 1, k)
+
+    def forward(self, image: Tensor, pose: Tensor, coords: Tensor | None = None,
+                patch_size: int = 0) -> BodyOutput:
+        """With ``coords``, every output holds those positions only (the image is sampled there);
+        with ``patch_size`` too, they are patches (see `patch_features`)."""
+        fields = self.patch_features(pose, coords, patch_size) if patch_size else self.features(pose, coords)
+        return compose(image, fields, coords)
+
+
+def _pixel_index(position: Tensor, size: int) -> Tensor:
+    """The integer pixel of a grid ``size`` wide whose centre is at ``position`` in [-1,1]."""
+    return torch.round(((position + 1) * size - 1) / 2).long()
+
+
+def _window_grid(start: Tensor, width: int, size: int, dtype: torch.dtype) -> Tensor:
+    """(M,2,width,width) pixel-centre positions, in the whole grid's [-1,1], of the windows of a
+    ``size`` grid whose top-left pixels are ``start`` (M,2: x, y)."""
+    steps = torch.arange(width, device=start.device)
+    centres = ((start[:, :, None] + steps + 0.5) * (2.0 / size) - 1).to(dtype)  # (M,2,width)
+    x = centres[:, 0, None, :].expand(-1, width, -1)
+    y = centres[:, 1, :, None].expand(-1, -1, width)
+    return torch.stack([x, y], dim=1)
+
+
+def _into_window(position: Tensor, start: Tensor, width: int, size: int) -> Tensor:
+    """Positions in a ``size`` grid's [-1,1] (M,2,H,W), as the [-1,1] of each one's window
+    (top-left ``start``, ``width`` pixels), so that grid_sample reads the window as it would
+    the whole grid."""
+    return ((position + 1) * size - 2 * start[:, :, None, None]) / width - 1
 
 
 def compose(image: Tensor, fields: Tensor, coords: Tensor | None = None) -> BodyOutput:

@@ -338,6 +338,53 @@ def test_pixel_subsets_train_exactly_the_full_grid_pixels():
         torch.testing.assert_close(sampled, _gather(full, pixels), rtol=1e-4, atol=1e-4)
 
 
+def test_patches_train_exactly_the_full_grid_pixels():
+    """`body.patch_size`: the body evaluated on patches (its coarser levels on windows only)
+    gives the full-grid outputs at the patches' pixels, odd sizes and patches in the corners
+    included, and the same gradients as the scattered-pixel path at those pixels (float64:
+    equal to 1e-10; float32 rounding alone differs by ~1e-5)."""
+    from tha.models.student import BodyMorpher, BodyMorpherConfig, position_grid
+    from tha.train.buffer import gather as _gather
+    from tha.train.distill import patch_pixels
+
+    torch.manual_seed(0)
+    pose = PoseSampler().sample(2, torch.Generator().manual_seed(1))
+    body = BodyMorpher(BodyMorpherConfig(level_sizes=(16, 32, 64), level_channels=(16, 8, 8), sine_layers_per_level=2))
+    with torch.no_grad():
+        body.last_linear.weight.normal_(0, 0.1)  # a field that moves (training starts it at zero)
+    image = torch.rand(1, 4, 64, 64).expand(2, -1, -1, -1) * 2 - 1
+    whole = body(image, pose)
+    for patch, count in ((8, 6), (7, 5), (64, 1)):
+        pixels = patch_pixels(torch.Generator().manual_seed(patch), 2, count * patch * patch, patch, 64)
+        square = (torch.arange(patch)[:, None] * 64 + torch.arange(patch)).flatten()
+        pixels[0, :patch * patch] = square  # top-left corner
+        pixels[1, -patch * patch:] = square + (64 - patch) * 65  # bottom-right corner
+        coords = _gather(position_grid(64), pixels)
+        for full, patched in zip(whole, body(image, pose, coords, patch)):
+            torch.testing.assert_close(patched, _gather(full, pixels), rtol=1e-4, atol=1e-4)
+        body64, grads = body.double(), []
+        for size in (patch, 0):
+            body64.zero_grad()
+            body64(image.double(), pose.double(), coords.double(), size).blended_image.square().mean().backward()
+            grads.append([p.grad.clone() for p in body64.parameters()])
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        body.float()
+
+
+def test_patch_pixels_cover_the_edges_as_often_as_the_middle():
+    from tha.train.distill import patch_pixels
+
+    pixels = patch_pixels(torch.Generator().manual_seed(3), 400, 4 * 16 * 16, 16, 64)
+    assert pixels.shape == (400, 1024) and pixels.min() >= 0 and pixels.max() < 64 * 64
+    rows, columns = pixels.view(400, 4, 16, 16) // 64, pixels.view(400, 4, 16, 16) % 64
+    assert (rows.diff(dim=2) == 1).all() and (columns.diff(dim=3) == 1).all()  # whole square patches
+    per_row = torch.bincount(rows.flatten(), minlength=64).float()
+    middle = per_row[16:48].mean()
+    # each edge row as often as a middle row (within sampling noise), none more than twice
+    assert per_row[[0, 63]].min() > 0.8 * middle and per_row.max() < 2.1 * middle, per_row / middle
+
+
 def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tmp_path):
     def run(name: str, *extra: str, **changes) -> str:
         config = _tiny(shared, tmp_path / name)
@@ -348,6 +395,8 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     assert "negative" in run("neg", face={**face, "num_examples": -5})
     assert "lr_drop_factor" in run("drops", face={**face, "lr_drop_at": [8, 16], "lr_drop_factor": [3.0]})
     assert "teacher_batch_size" in run("tb", teacher_batch_size=0)
+    body = _tiny(shared, tmp_path)["body"]
+    assert "patch_size" in run("patch", body={**body, "pixels_per_example": 100, "patch_size": 8})
     (tmp_path / "broken.yaml").write_text("prefix: [unclosed\nteacher: rig\n")
     assert "not valid YAML" in _one_error_line(_cli("distill", "run", str(tmp_path / "broken.yaml")))
     (tmp_path / "a_file").write_text("x")
@@ -391,15 +440,17 @@ def test_set_values_are_yaml_and_init_quotes_paths(shared, tmp_path):
 
 def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
     """teacher_batch_size 16 with reuse 2: each rendered example trains twice, a buffer spans
-    several steps, and a run stopped mid-buffer resumes to the uninterrupted run's weights."""
+    several steps, and a run stopped mid-buffer resumes to the uninterrupted run's weights
+    (the body on patches of its pixels)."""
     face = {"num_examples": 48, "learning_rate": 1e-3, "lr_drop_at": [], "lr_drop_factor": [], "resolution": 16,
             "pixels_per_example": 64}
-    body = _tiny(shared, tmp_path)["body"]
-    config = _tiny(shared, tmp_path / "buf", teacher_batch_size=16, reuse=2, face=face, snapshot_every=1000)
+    body = {**_tiny(shared, tmp_path)["body"], "pixels_per_example": 2 * 8 * 8, "patch_size": 8}
+    config = _tiny(shared, tmp_path / "buf", teacher_batch_size=16, reuse=2, face=face, body=body,
+                   snapshot_every=1000)
     straight = distill(load_config(_write(tmp_path / "buf.yaml", config)))
     printed = capsys.readouterr().out
     for stage in ("face", "body"):  # each stage reports its rate and time left
-        assert re.search(rf"{stage} morpher: [\d.]+ examples/s, ETA [\d.]+ min", printed), printed
+        assert re.search(rf"{stage} morpher: [\d.]+ examples/s \(teacher \d+% of the time\), ETA [\d.]+ min", printed), printed
     # the same run cut after 20 face examples (mid-buffer: 16 rendered, 8 steps of 4 from them)
     cut = _tiny(shared, tmp_path / "cut", teacher_batch_size=16, reuse=2, snapshot_every=20,
                 face={**face, "num_examples": 48}, body=body)
@@ -435,6 +486,9 @@ def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
     ma, mb = load_character_model(resumed), load_character_model(straight)
     for key, value in mb.face_morpher.state_dict().items():
         torch.testing.assert_close(ma.face_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    for key, value in mb.body_morpher.state_dict().items():
+        torch.testing.assert_close(ma.body_morpher.state_dict()[key], value, rtol=1e-4, atol=1e-6)
+    assert np.isfinite(np.array(load_snapshot(tmp_path / "buf")["history"]["body"])).all()
 
 
 def test_animator_poses_include_what_the_animator_shows():
@@ -481,6 +535,8 @@ def test_distill_bench_times_the_distillers_own_steps(tmp_path, monkeypatch):
     steps = []
     real = Distiller.step
     monkeypatch.setattr(Distiller, "step", lambda self, run: steps.append(run.stage.name) or real(self, run))
-    assert all(bench._stage_rate(config, stage) > 0 for stage in ("face", "body"))
+    for stage in ("face", "body"):
+        rate, teacher_share = bench._stage_rate(config, stage)
+        assert rate > 0 and 0 < teacher_share < 1
     assert steps == ["face"] * 4 + ["body"] * 4
     assert not (tmp_path / "run").exists()

@@ -20,15 +20,21 @@ from tha.train.distill import Distiller, World, resolve_device
 log = logging.getLogger(__name__)
 
 UPSTREAM_EXAMPLES = {"face": 1_000_000, "body": 1_500_000}
-# (label, changes to the config): upstream's loop, then the buffered one: the float32 teacher
+# (label, changes to the config): upstream's loop; the buffered one: the float32 teacher
 # renders 64 examples per call, each example trains twice, and the students train on random
-# pixel subsets of their full grids (as configs/distill_fast.yaml). A float16 teacher and a
-# bf16 student were measured too (H100): the first is not accurate enough (see
-# half_teacher_psnr), the second no faster than fp32.
+# pixel subsets of their full grids (as configs/distill_fast.yaml); then the same with the
+# body's pixels as 8x8 patches, so its coarser levels run on windows, not whole grids (a body
+# step ~6x cheaper on a CPU, but each example teaches less: README); and that with each example
+# trained four times, since the teacher is then most of the time. A float16 teacher and a bf16 student were
+# measured too (H100): the first is not accurate enough (see half_teacher_psnr), the second
+# no faster than fp32.
+_BUFFERED = {"teacher_batch_size": 64, "reuse": 2, "face.pixels_per_example": 4096,
+             "body.pixels_per_example": 16384}
 LOOPS = {
     "today": {},
-    "buffered": {"teacher_batch_size": 64, "reuse": 2, "face.pixels_per_example": 4096,
-                 "body.pixels_per_example": 16384},
+    "buffered": _BUFFERED,
+    "patches": {**_BUFFERED, "body.patch_size": 8},
+    "patches, reuse 4": {**_BUFFERED, "body.patch_size": 8, "reuse": 4},
 }
 
 
@@ -59,10 +65,10 @@ def _config(directory: Path, teacher: str, device: str, batch: int, examples: in
     return config
 
 
-def _stage_rate(config: DistillConfig, stage_name: str) -> float:
+def _stage_rate(config: DistillConfig, stage_name: str) -> tuple[float, float]:
     """Examples per second of `tha distill`'s own student steps (teacher buffer renders included)
-    over one stage's `num_examples`; the held-out samples, snapshots and logging around them are
-    left out."""
+    over one stage's `num_examples`, and the share of that time the teacher took; the held-out
+    samples, snapshots and logging around them are left out."""
     world = World(device=resolve_device(config.device))
     distiller = Distiller(config, world)
     run = distiller.start_stage(next(s for s in distiller.stages() if s.name == stage_name))
@@ -73,7 +79,8 @@ def _stage_rate(config: DistillConfig, stage_name: str) -> float:
         distiller.step(run)
     if world.device.type == "cuda":
         torch.cuda.synchronize()
-    return run.examples / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return run.examples / seconds, distiller.teacher_seconds / seconds
 
 
 def half_teacher_psnr(config: DistillConfig, count: int = 16) -> dict[str, float]:
@@ -102,21 +109,26 @@ def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, 
     projected hours of upstream's schedule for each loop."""
     cuda = resolve_device(device).type == "cuda"
     batch = 8 if cuda else 2
-    count = max(examples, 1024 if cuda else 8)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         teacher = _teacher_dir(Path(tmp) / "teacher") if cuda else "rig"
         if cuda:
-            accuracy = half_teacher_psnr(_config(Path(tmp) / "accuracy", teacher, device, batch, count))
+            accuracy = half_teacher_psnr(_config(Path(tmp) / "accuracy", teacher, device, batch, 1024))
             log.info("float16 teacher targets against float32: %s",
                      ", ".join(f"{k} {v:.1f} dB" for k, v in accuracy.items()))
         for label, changes in LOOPS.items():
-            rates = {}
+            if not cuda:  # the CPU's teacher renders 8 at a time: a few buffers in seconds
+                changes = {**changes, "teacher_batch_size": min(changes.get("teacher_batch_size", 1), 8)}
+            # whole buffers, each example trained `reuse` times, or the teacher's share is wrong
+            count = max(examples, 1024 if cuda else changes.get("teacher_batch_size", 1) * changes.get("reuse", 1))
+            rates, shares = {}, {}
             for stage in ("face", "body"):
-                config = _config(Path(tmp) / f"{label}_{stage}", teacher, device, batch, count, **changes)
-                rates[stage] = _stage_rate(config, stage)
+                config = _config(Path(tmp) / f"{label}_{stage}".replace(" ", ""), teacher, device, batch, count,
+                                 **changes)
+                rates[stage], shares[stage] = _stage_rate(config, stage)
                 rows.append((f"distill {stage} ({label}, batch {batch})", 1000 / rates[stage]))
             hours = sum(UPSTREAM_EXAMPLES[s] / rates[s] for s in rates) / 3600
-            log.info("distill %s %s: face %.1f ex/s, body %.1f ex/s, upstream schedule projected %.2f h",
-                     label, changes, rates["face"], rates["body"], hours)
+            log.info("distill %s %s: face %.1f ex/s (teacher %.0f%%), body %.1f ex/s (teacher %.0f%%), "
+                     "upstream schedule projected %.2f h", label, changes, rates["face"], 100 * shares["face"],
+                     rates["body"], 100 * shares["body"], hours)
     return rows

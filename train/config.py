@@ -72,6 +72,12 @@ class BodySchedule:
     # As face.pixels_per_example, on the `resolution` grid: the last level runs at N random
     # pixels (earlier levels stay whole), the losses compare those pixels only.
     pixels_per_example: int = 0
+    # P > 0: those pixels come as square P x P patches (pixels_per_example / P^2 of them per
+    # example), and the coarser levels run only on the windows the patches read instead of
+    # their whole grids: a body step several times cheaper (tha bench --distill), but fewer
+    # places per example to learn from, so more examples to the same PSNR (8 measured best
+    # of 8, 16, 32: README).
+    patch_size: int = 0
     # true: the body morpher's weights on the 39 face parameters start at zero and stay there,
     # so a face change reaches the body only through the pasted face (the right model for a
     # teacher whose body stage ignores the face pose, as the rig's does). false: upstream's.
@@ -177,6 +183,11 @@ def _check(config: DistillConfig, label: str) -> None:
         if not 0 <= schedule.pixels_per_example <= schedule.resolution ** 2:
             raise ThaError(f"{label}: {name}.pixels_per_example must be 0 (whole images) to "
                            f"{schedule.resolution ** 2} ({name}.resolution squared)")
+    patch, pixels = config.body.patch_size, config.body.pixels_per_example
+    if patch and not (0 < patch <= config.body.resolution and pixels and pixels % (patch * patch) == 0):
+        raise ThaError(f"{label}: body.patch_size {patch} needs body.pixels_per_example to be a "
+                       f"multiple of {patch}^2 and at most body.resolution ({config.body.resolution}) "
+                       "a side; set patch_size 0 for scattered pixels")
     if not config.teacher:
         raise ThaError(f"{label}: no teacher; set `teacher:` to rig, an upstream teacher directory "
                        "or a character model directory")

@@ -107,6 +107,7 @@ class Stage:
     # held-out (teacher, student) images at full size for samples and PSNR
     evaluate: Callable[[nn.Module, Tensor], tuple[Tensor, Tensor]]
     ignore_face_pose: bool = False  # the body's face-pose weights held at zero
+    patch_size: int = 0  # the pixels come as square patches of this side (body only)
 
 
 @dataclass
@@ -150,6 +151,7 @@ class Distiller:
         self.warned_missing = False
         # wall-clock seconds of the run (over resumes) at each PSNR entry: the third column
         self.clock, self.seconds_before = time.perf_counter(), 0.0
+        self.teacher_seconds = 0.0  # spent rendering buffers, this process: what reuse saves
 
     # --- teacher calls ---------------------------------------------------------------
     def _teach(self, fn, pose: Tensor):
@@ -231,7 +233,7 @@ class Distiller:
                   c.body_morpher_num_training_examples_per_sample_output,
                   c.body.pixels_per_example, c.body.resolution, c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
                   lambda n: self.body_phase(n).learning_rate, self.body_targets, self.body_loss,
-                  self.evaluate_body, c.body.ignore_face_pose),
+                  self.evaluate_body, c.body.ignore_face_pose, c.body.patch_size),
         ]
 
     # --- the run ----------------------------------------------------------------------------
@@ -329,6 +331,8 @@ class Distiller:
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         run.optimizer.zero_grad(set_to_none=True)
+        if stage.patch_size:
+            inputs = (*inputs, stage.patch_size)
         with run.autocast:
             out = run.module(*inputs)
         loss, terms = stage.loss(_to_float(out), targets, run.examples)
@@ -347,7 +351,7 @@ class Distiller:
         bar = tqdm(total=stage.num_examples, initial=run.examples, unit="ex", unit_scale=True,
                    desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True)
         last_snapshot, last_sample = run.examples // config.snapshot_every, run.examples // stage.sample_every
-        started, started_at = time.perf_counter(), run.examples
+        started, started_at, teacher_before = time.perf_counter(), run.examples, self.teacher_seconds
         if run.examples == 0:
             self._sample(stage, run.module, run.examples, writer)
         while run.examples < stage.num_examples:
@@ -355,7 +359,8 @@ class Distiller:
             examples = run.examples
             self.history[stage.name].append([float(examples), value])
             bar.update(global_batch)
-            rate = (examples - started_at) / max(time.perf_counter() - started, 1e-9)
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            rate = (examples - started_at) / elapsed
             bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
             if world.main and writer is not None:
                 writer.add_scalar(f"{stage.name}/loss", value, examples)
@@ -367,7 +372,9 @@ class Distiller:
                 last_sample = examples // stage.sample_every
                 if world.main:
                     eta = (stage.num_examples - examples) / max(rate, 1e-9)
-                    tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s, ETA {eta / 60:.1f} min")
+                    teacher = (self.teacher_seconds - teacher_before) / elapsed
+                    tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s (teacher {teacher:.0%} of the "
+                               f"time), ETA {eta / 60:.1f} min")
                 self._sample(stage, run.module, examples, writer)
             if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
                 last_snapshot = examples // config.snapshot_every
@@ -393,7 +400,7 @@ class Distiller:
     def _fill(self, stage: Stage, generator: torch.Generator, world: World) -> ExampleBuffer:
         """Render one buffer of teacher examples (this rank's slice of a global draw) in calls
         of at most teacher_batch_size, and the order the next student steps take them in."""
-        c = self.config
+        c, start = self.config, time.perf_counter()
         per_rank = max(stage.batch_size, c.teacher_batch_size * c.buffer_batches // stage.batch_size * stage.batch_size)
         poses = stage_poses(self.poses, generator, per_rank * world.size, world).to(world.device)
         chunks = poses.split(c.teacher_batch_size)
@@ -401,6 +408,9 @@ class Distiller:
         sizes = [len(chunk) for chunk in chunks]
         inputs = tuple(torch.cat(xs) for xs in zip(*(p[0] for p in parts)))
         targets = {k: _cat([p[1][k] for p in parts], sizes) for k in parts[0][1]}
+        if world.device.type == "cuda":  # the renders are queued, not done; once per buffer
+            torch.cuda.synchronize(world.device)
+        self.teacher_seconds += time.perf_counter() - start
         return ExampleBuffer(inputs, targets, draw_order(per_rank, stage.batch_size, c.reuse, generator))
 
     def _sample(self, stage: Stage, module: nn.Module, examples: int, writer) -> None:
@@ -449,13 +459,31 @@ def stage_poses(source, generator: torch.Generator, global_batch: int, world: Wo
 
 
 def stage_pixels(stage: Stage, generator: torch.Generator, global_batch: int, world: World) -> Tensor | None:
-    """Flat indices (per-rank batch, K) of K random pixels per example (with replacement),
-    drawn from the stage's generator like the poses so a resumed run draws the same ones."""
+    """Flat indices (per-rank batch, K) of K random pixels per example (with replacement; as
+    patches with the stage's patch_size), drawn from the stage's generator like the poses so a
+    resumed run draws the same ones."""
     if not stage.pixels_per_example:
         return None
-    pixels = torch.randint(stage.resolution ** 2, (global_batch, stage.pixels_per_example), generator=generator)
+    if stage.patch_size:
+        pixels = patch_pixels(generator, global_batch, stage.pixels_per_example, stage.patch_size, stage.resolution)
+    else:
+        pixels = torch.randint(stage.resolution ** 2, (global_batch, stage.pixels_per_example), generator=generator)
     per_rank = global_batch // world.size
     return pixels[world.rank * per_rank:(world.rank + 1) * per_rank].to(world.device)
+
+
+def patch_pixels(generator: torch.Generator, count: int, pixels: int, patch: int, size: int) -> Tensor:
+    """Flat indices (count, pixels) of pixels / patch^2 square patches per example of a ``size``
+    grid, each row-major, one after another. Corners are drawn from -(patch-1) to size-1 and
+    clamped inside, so a pixel on the image's edge is drawn as often as one inside (those
+    within a patch of the edge up to twice as often); unclamped corners would draw an edge
+    pixel `patch` times less often, and a body reaches the bottom edge."""
+    corner = torch.randint(1 - patch, size, (count, pixels // (patch * patch), 2), generator=generator)
+    corner = corner.clamp(0, size - patch)
+    steps = torch.arange(patch)
+    rows = corner[..., 1, None, None] + steps[:, None]
+    columns = corner[..., 0, None, None] + steps
+    return (rows * size + columns).flatten(1)
 
 
 def fresh_module(stage: Stage) -> nn.Module:
