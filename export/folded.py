@@ -52,6 +52,11 @@ class FirstLayer(nn.Module):
         self.bias = _const(layer.linear.bias * layer.omega_0)
         self.w_feature = _const(w[:, :f]) if f else None
 
+    def row_and_pose(self, pose: Tensor) -> Tensor:
+        """(C,S,1): the row term with the frame's pose term and bias added (the CPU engines add
+        the column term as they go)."""
+        return self.row + torch.addmv(self.bias, self.w_pose, pose[0])[:, None, None]
+
     def forward(self, pose: Tensor, features: Tensor | None = None) -> Tensor:
         per_frame = torch.addmm(self.bias[:, None], self.w_pose, pose.t())  # (C,1)
         # (column + per-frame) + row: no constant-only sum, so the exporter cannot fold the

@@ -15,12 +15,12 @@ import torch
 from tha.models.image import load_rgba, tensor_to_rgba
 from tha.models.pose import pose_to_dict
 from cli import assert_one_line_error, tha
+from frames import premultiplied, psnr
 
 
-def premultiplied(path: Path) -> np.ndarray:
-    """RGBA with colour weighted by alpha, so invisible pixels' colours don't count."""
-    x = load_rgba(path).astype(np.float64)
-    return np.concatenate([x[..., :3] * x[..., 3:] / 255.0, x[..., 3:]], axis=-1)
+def shown(path: Path) -> np.ndarray:
+    """A PNG as shown (premultiplied), so invisible pixels' colours don't count."""
+    return premultiplied(load_rgba(path))
 
 
 def assert_rgba_close(ours: np.ndarray, expected: np.ndarray) -> None:
@@ -57,7 +57,7 @@ def test_set_overrides_pose_file_and_moves_the_face(lambda00_dir, tmp_path):
                  "-o", str(tmp_path / "closed.png"))
     opened = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "open.png"))
     assert closed.returncode == 0 and opened.returncode == 0, closed.stderr + opened.stderr
-    diff = np.abs(premultiplied(tmp_path / "closed.png") - premultiplied(tmp_path / "open.png")).sum(-1)
+    diff = np.abs(shown(tmp_path / "closed.png") - shown(tmp_path / "open.png")).sum(-1)
     mouth = diff[150:208, 224:288].mean()  # where the mouth is, inside the face box
     assert mouth > 5 * max(diff[300:].mean(), 0.01)
 
@@ -68,12 +68,11 @@ def test_lambda01_renders_a_plausible_character(lambda01_dir, tmp_path):
     neutral = tha("pose", str(lambda01_dir), "-o", str(tmp_path / "n.png"))
     turned = tha("pose", str(lambda01_dir), "--set", "head_y=0.8", "-o", str(tmp_path / "t.png"))
     assert neutral.returncode == 0 and turned.returncode == 0, neutral.stderr + turned.stderr
-    source, out = premultiplied(lambda01_dir / "character.png"), premultiplied(tmp_path / "n.png")
+    source, out = shown(lambda01_dir / "character.png"), shown(tmp_path / "n.png")
     alpha_src, alpha_out = source[..., 3] > 127, out[..., 3] > 127
     assert (alpha_src & alpha_out).sum() / (alpha_src | alpha_out).sum() > 0.95
-    mse = np.mean((source - out) ** 2)
-    assert 10 * np.log10(255.0**2 / mse) > 25.0
-    moved = np.abs(premultiplied(tmp_path / "t.png") - out).sum(-1)
+    assert psnr(source, out) > 25.0
+    moved = np.abs(shown(tmp_path / "t.png") - out).sum(-1)
     assert moved[40:240].mean() > 3 * max(moved[420:].mean(), 0.01)
 
 

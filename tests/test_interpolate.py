@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tha.export.verify import psnr as psnr_of
+from frames import psnr
 from tha.runtime.backends.fastcpu import FastCPUBackend
 from tha.runtime.interpolate import AHEAD_FRAMES, Timeline, between, interpolated_frames, keyframe
 from tha.runtime.sources.animator import Animator, AnimatorSettings
 
 MIN_PSNR_DB = 35.0
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return psnr_of(a, b, 255.0)
 
 
 def talking_poses(fps: float, count: int, start: float = 3.0) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from tha.models.image import load_rgba
 from tha.models.pose import neutral_pose, pose_from_dict
 from tha.runtime.backends.base import Backend, Frame
 from tha.runtime.sources.base import SliderSource
+from frames import psnr
 
 POSE = {"head_x": 0.35, "neck_z": -0.2, "eye_wink_left": 0.8, "mouth_aaa": 0.6, "body_z": 0.25, "breathing": 0.5}
 GREEN = 1  # index of the green screen in tha.viewer.canvas.BACKGROUNDS
@@ -116,8 +117,7 @@ def psnr_on_character(drawn_rgb: np.ndarray, reference_rgba: np.ndarray, backgro
     expected = np.round(expected + background_rgb.astype(np.float64) * (1.0 - alpha))
     mask = reference_rgba[..., 3] > 0
     assert mask.mean() > 0.1, "the reference should show the character"
-    mse = np.mean((drawn_rgb[mask].astype(np.float64) - expected[mask]) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+    return psnr(drawn_rgb[mask], expected[mask])
 
 
 def crop(pixels: np.ndarray, rect: tuple[int, int, int, int]) -> np.ndarray:
@@ -172,6 +172,16 @@ def test_offscreen_matches_tha_pose_without_x(backend, pose, reference, tmp_path
     with Viewer(backend, SliderSource(pose), offscreen=True) as viewer:
         assert viewer.surface.offscreen
         check_viewer(viewer, pose, reference, tmp_path)
+
+
+def test_triton_loads_after_a_gl_context():
+    """Triton imported after a Mesa GL context exists crashed the process (its LLVM and
+    llvmpipe's); tha.viewer loads it first. A subprocess, since the failure is a segfault."""
+    pytest.importorskip("triton")
+    script = ("import tha.viewer\nfrom tha.viewer.offscreen import Offscreen\nOffscreen((64, 64))\n"
+              "import triton\nprint('ok')")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (result.returncode, result.stderr[-2000:])
 
 
 def test_pose_actions_reset_save_load(backend, pose, tmp_path, monkeypatch):

@@ -113,8 +113,7 @@ class ActiveTiles:
     def fields(self, image: Tensor, pose: Tensor, coarse: Tensor) -> Tensor:
         """(1,7,S,S) fields; zero (the image unchanged) outside the active tiles. ``coarse``:
         the feature term (C, S/2, S/2), already through the level's feature weights."""
-        per_frame = torch.addmv(self.first.bias, self.first.w_pose, pose[0])
-        row = self.first.row + per_frame[:, None, None]  # (C,S,1): the pose term rides with the row term
+        row = self.first.row_and_pose(pose)
 
         active = self._active_tiles(image, coarse, row)
         self.active_fraction = float(active.float().mean())

@@ -54,8 +54,7 @@ class Level:
     def __call__(self, pose: Tensor, coarse: Tensor | None = None) -> Tensor:
         """``coarse``: the feature term (C, S/2, S/2), already through this level's feature weights."""
         first, c, s = self.first, self.first.bias.shape[0], self.first.size
-        per_frame = torch.addmv(first.bias, first.w_pose, pose[0])
-        row = first.row + per_frame[:, None, None]  # (C,S,1): the pose term rides with the row term
+        row = first.row_and_pose(pose)
         if coarse is not None and 2 * coarse.shape[-1] != s:  # not a 2x level: interpolate it whole
             coarse = F.interpolate(coarse[None], size=(s, s), mode="bilinear", align_corners=False)[0]
         out = self.out.view(self.out.shape[0], s * s)
