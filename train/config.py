@@ -75,8 +75,8 @@ class BodySchedule:
     # P > 0: those pixels come as square P x P patches (pixels_per_example / P^2 of them per
     # example), and the coarser levels run only on the windows the patches read instead of
     # their whole grids: a body step several times cheaper (tha bench --distill), but fewer
-    # places per example to learn from, so more examples to the same PSNR (8 measured best
-    # of 8, 16, 32: README).
+    # places per example to learn from, so more examples to the same PSNR (4 and 8 measured
+    # best of 4 to 32; about the same student in half the time on a CPU: README).
     patch_size: int = 0
     # true: the body morpher's weights on the 39 face parameters start at zero and stay there,
     # so a face change reaches the body only through the pasted face (the right model for a
