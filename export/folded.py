@@ -17,6 +17,8 @@ ONNX graphs (``tha.export.fp16``), GEMMs in fp16 and everything else in fp32.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -101,6 +103,13 @@ def fp16_gemms(module: nn.Module) -> nn.Module:
         elif isinstance(sub, FirstLayer) and sub.w_feature is not None:
             sub.w_feature.data = sub.w_feature.data.half()
     return module
+
+
+def per_sample(batch1: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """A batch-1 folded module applied to N inputs: itself for one, ``vmap`` (batched GEMMs) for more."""
+    def run(x: Tensor) -> Tensor:
+        return batch1(x) if x.shape[0] == 1 else torch.func.vmap(lambda one: batch1(one[None])[0])(x)
+    return run
 
 
 def _hidden(layers: list[SineLayer]) -> nn.ModuleList:

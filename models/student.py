@@ -99,8 +99,14 @@ class FaceMorpher(nn.Module):
         if coords is None:
             size = self.config.image_size
             coords = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
-        planes = pose[:, :, None, None].expand(-1, -1, *coords.shape[-2:])
-        return self.siren(torch.cat([coords, planes], dim=1))
+        return self.siren(_siren_input(coords, pose))
+
+
+def _siren_input(grid: Tensor, pose: Tensor, features: Tensor | None = None) -> Tensor:
+    """A level's first-layer input: [features (a deeper level's, upsampled), x, y, pose] per
+    position of ``grid`` (N,2,H,W)."""
+    planes = pose[:, :, None, None].expand(-1, -1, *grid.shape[-2:])
+    return torch.cat([grid, planes] if features is None else [features, grid, planes], dim=1)
 
 
 def _upsample(features: Tensor, coords: Tensor) -> Tensor:
@@ -164,11 +170,10 @@ class BodyMorpher(nn.Module):
                 grid = coords
             else:
                 grid = position_grid(size, pose.dtype, pose.device).expand(pose.shape[0], -1, -1, -1)
-            inputs = [grid, pose[:, :, None, None].expand(-1, -1, *grid.shape[-2:])]
             if x is not None:
-                inputs.insert(0, _upsample(x, grid) if grid is coords else
-                              F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
-            x = level(torch.cat(inputs, dim=1))
+                x = (_upsample(x, grid) if grid is coords else
+                     F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+            x = level(_siren_input(grid, pose, x))
         return self.last_linear(x)
 
     def patch_features(self, pose: Tensor, coords: Tensor, patch_size: int) -> Tensor:
@@ -192,10 +197,9 @@ class BodyMorpher(nn.Module):
         x, last = None, len(sizes) - 1
         for level, (size, layers) in enumerate(zip(sizes, self.siren_layers)):
             grid = fine if level == last else _window_grid(*windows[level], size, pose.dtype)
-            inputs = [grid, pose[:, :, None, None].expand(-1, -1, *grid.shape[-2:])]
             if x is not None:
-                inputs.insert(0, _upsample(x, _into_window(grid, *windows[level - 1], sizes[level - 1])))
-            x = layers(torch.cat(inputs, dim=1))
+                x = _upsample(x, _into_window(grid, *windows[level - 1], sizes[level - 1]))
+            x = layers(_siren_input(grid, pose, x))
         fields = self.last_linear(x)
         return fields.reshape(n, j, -1, p * p).transpose(1, 2).reshape(n, -1, 1, k)
 

@@ -116,15 +116,14 @@ def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, 
             accuracy = half_teacher_psnr(_config(Path(tmp) / "accuracy", teacher, device, batch, 1024))
             log.info("float16 teacher targets against float32: %s",
                      ", ".join(f"{k} {v:.1f} dB" for k, v in accuracy.items()))
-        for label, changes in LOOPS.items():
+        for index, (label, changes) in enumerate(LOOPS.items()):
             if not cuda:  # the CPU's teacher renders 8 at a time: a few buffers in seconds
                 changes = {**changes, "teacher_batch_size": min(changes.get("teacher_batch_size", 1), 8)}
             # whole buffers, each example trained `reuse` times, or the teacher's share is wrong
             count = max(examples, 1024 if cuda else changes.get("teacher_batch_size", 1) * changes.get("reuse", 1))
             rates, shares = {}, {}
             for stage in ("face", "body"):
-                config = _config(Path(tmp) / f"{label}_{stage}".replace(" ", ""), teacher, device, batch, count,
-                                 **changes)
+                config = _config(Path(tmp) / f"{index}_{stage}", teacher, device, batch, count, **changes)
                 rates[stage], shares[stage] = _stage_rate(config, stage)
                 rows.append((f"distill {stage} ({label}, batch {batch})", 1000 / rates[stage]))
             hours = sum(UPSTREAM_EXAMPLES[s] / rates[s] for s in rates) / 3600

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms
+from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms, per_sample
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import Backend, FaceCache, Frame
@@ -64,13 +64,6 @@ def folded_student(model: CharacterModel, precision: str, device: torch.device |
         fp16_gemms(face)
         fp16_gemms(body)
     return face, body
-
-
-def _per_sample(batch1: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """A batch-1 module applied to N inputs: itself for one, ``vmap`` (batched GEMMs) for more."""
-    def run(x: Tensor) -> Tensor:
-        return batch1(x) if x.shape[0] == 1 else torch.func.vmap(lambda one: batch1(one[None])[0])(x)
-    return run
 
 
 def _fused(face: FoldedFace, body: FoldedBody, device: torch.device) -> tuple[Callable, Callable]:
@@ -123,7 +116,7 @@ class CudaBackend(Backend):
         if fused:
             self.face_patches, self.fields = _fused(self.face, self.body, self.device)
         else:
-            self.face_patches, self.fields = _per_sample(self.face), _per_sample(self.body.fields)
+            self.face_patches, self.fields = per_sample(self.face), per_sample(self.body.fields)
         self.face_pose_size = model.face_morpher.config.pose_size
         self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)

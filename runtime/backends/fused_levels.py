@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace
+from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace, per_sample
 from tha.models.errors import ThaError
 
 MAX_CHANNELS = 256  # padded width: a 256x256 fp16 weight (128 KB) still fits one SM's shared memory
@@ -157,10 +157,7 @@ class FusedBody:
 
     def fields(self, pose: Tensor) -> Tensor:
         """pose (N, 45) fp32 -> the morpher's raw output (N, 7, S, S) fp32."""
-        if pose.shape[0] == 1:
-            lead = self.body.features(pose, self.lead)[None]
-        else:
-            lead = torch.func.vmap(lambda p: self.body.features(p[None], self.lead))(pose)
+        lead = per_sample(lambda one: self.body.features(one, self.lead)[None])(pose)
         x = self.levels[0].project(lead)
         for level in self.levels:
             x = level(x, pose)
