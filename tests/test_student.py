@@ -25,11 +25,16 @@ def test_character_image_matches_reference_input(lambda00, student_reference):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_matches_upstream(reference_outputs, student_reference, stage):
+    """Upstream's fp32 outputs, to their own rounding. A few line-art pixels move by up to
+    ~5e-3 with the GEMMs' summation order alone (measured on one Xeon: one thread 2.0e-3, float64
+    1.6e-3, an occasional 2-thread run 5.0e-3 in the face, 5-7 values above 1e-3 of 2M); a wrong
+    network is off everywhere, which the mean and the count catch."""
     ours = reference_outputs[stage].numpy()
     theirs = student_reference[stage]
     assert ours.shape == theirs.shape
     error = np.abs(ours - theirs)
-    assert error.max() <= 1e-3, f"{stage}: max abs {error.max():.3g}"
+    assert error.max() <= 2e-2, f"{stage}: max abs {error.max():.3g}"
+    assert (error > 1e-3).mean() <= 1e-4, f"{stage}: {(error > 1e-3).sum()} values off by more than 1e-3"
     assert error.mean() <= 1e-5, f"{stage}: mean abs {error.mean():.3g}"
 
 
