@@ -40,6 +40,18 @@ def check_module(name: str, hint: str) -> Check:
     return Check(True, f"version {getattr(module, '__version__', '?')}")
 
 
+def check_triton() -> Check:
+    # the kernels' own module, so a Triton too old for them reads as missing, with the reason
+    hint = ("--backend cuda-fused needs Triton 3.2 or newer: `pip install -U triton` (CUDA builds of torch "
+            "on Linux bring it; --backend cuda does not need it)")
+    check = check_module("tha.runtime.backends.fused_levels", hint)
+    if not check.ok:
+        return check
+    import triton
+
+    return Check(True, f"version {triton.__version__}")
+
+
 def check_cuda_python() -> Check:
     for name in ("cuda.bindings.runtime", "cuda.cudart"):
         try:
@@ -91,8 +103,7 @@ def capabilities() -> dict[str, Check]:
         "tensorrt": check_module("tensorrt", "--backend trt needs `pip install tensorrt` and an NVIDIA GPU (no wheel "
                                              "was reachable where tha is built and tested, so trt is untested; "
                                              "--backend cuda needs neither)"),
-        "triton": check_module("triton", "--backend cuda-fused needs `pip install triton` (CUDA builds of torch "
-                                         "on Linux bring it; --backend cuda does not need it)"),
+        "triton": check_triton(),
         "cuda-python": check_cuda_python(),
         "onnxruntime": check_onnxruntime(),
         "onnxruntime-gpu": check_onnxruntime_gpu(),

@@ -173,6 +173,25 @@ def test_doctor_reports_each_capability_with_a_reason():
     assert not missing.ok and "ModuleNotFoundError" in missing.detail and missing.detail.endswith("`pip install it`")
 
 
+
+def test_a_triton_too_old_for_the_fused_kernels_is_one_line(monkeypatch):
+    """Triton 3.0 (torch 2.4's) rejects the fused kernels: doctor says so, and cuda-fused refuses
+    in one line before touching a GPU."""
+    import sys
+
+    triton = pytest.importorskip("triton")
+    from tha.runtime.backends.cuda import _fused
+    from tha.runtime.doctor import check_triton
+
+    monkeypatch.setattr(triton, "__version__", "3.0.0")
+    monkeypatch.delitem(sys.modules, "tha.runtime.backends.fused_levels", raising=False)
+    check = check_triton()
+    assert not check.ok and "Triton 3.0.0 is older than 3.2" in check.detail and "pip install -U triton" in check.detail
+    with pytest.raises(ThaError, match=r"cuda-fused needs Triton 3.2 or newer \(Triton 3.0.0 is older"):
+        _fused(None, None, torch.device("cpu"))
+    monkeypatch.undo()  # the real version (and module, if it was loaded) for the tests after this one
+    assert check_triton().ok
+
 @pytest.mark.gpu
 def test_torch_cuda_frame_stays_on_device(lambda00, student_reference):
     """fp32 without TF32 (scoped in the backend): the CPU float bound holds on the GPU too

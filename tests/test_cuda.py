@@ -84,7 +84,7 @@ def test_cuda_frame_path_on_cpu(kind, lambda00):
     on the CPU: fp32 meets the CPU bound against the torch backend; fp16 and the fused kernels
     (Triton's interpreter) meet the fp16 bound against fp32, in single frames and in a batch."""
     if kind == "fused":
-        pytest.importorskip("triton")
+        pytest.importorskip("tha.runtime.backends.fused_levels", exc_type=ImportError)
         if torch.cuda.is_available():  # compiled kernels take CUDA tensors only; the gpu tests cover it there
             pytest.skip("Triton runs compiled, not interpreted, on a CUDA machine")
     poses = random_poses(2, seed=21)
@@ -116,7 +116,7 @@ def cuda16(lambda00):
 
 @pytest.fixture(scope="module")
 def cudafused(lambda00):
-    pytest.importorskip("triton")
+    pytest.importorskip("tha.runtime.backends.fused_levels", exc_type=ImportError)
     with open_backend("cuda-fused", lambda00) as backend:
         yield backend
 

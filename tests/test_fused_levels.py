@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("triton")
+pytest.importorskip("tha.runtime.backends.fused_levels", exc_type=ImportError)
 
 from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms  # noqa: E402
 from tha.export.verify import random_poses  # noqa: E402

@@ -42,9 +42,11 @@ def worker(argv: list[str]) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # torchrun's workers share its store across restarts: a prefix per attempt keeps the new
-    # group's keys apart from the dead one's (without it a restarted gloo group hung forming)
+    # group's keys apart from the dead one's (without it a restarted gloo group hung forming).
+    # Older torchrun (2.4) hosts no store for its workers: rank 0 hosts it, else all wait forever.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.PrefixStore(f"tha/attempt_{restarts}", dist.TCPStore(
-        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False))
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=not agent_store and rank == 0))
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank, world_size=size)
     try:
         distill(config, resume, World(rank, size, device))

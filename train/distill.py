@@ -2,9 +2,10 @@
 
 One loop serves both stages; a stage is its module, its batch of teacher targets and its
 loss. The teacher renders into an example buffer (train/buffer.py) that student steps draw
-from; one batch per buffer, each example seen once, is upstream's loop. Poses come from a seeded generator whose state goes into every snapshot, so a resumed
-run draws the same batches and reproduces an uninterrupted run. Under DDP every rank draws
-the same global batch and trains on its own slice; rank 0 writes everything.
+from; one batch per buffer, each example seen once, is upstream's loop. Poses come from a
+seeded generator whose state goes into every snapshot, so a resumed run draws the same batches
+and reproduces an uninterrupted run. Under DDP every rank draws the same global batch and
+trains on its own slice; rank 0 writes everything.
 """
 from __future__ import annotations
 
@@ -225,15 +226,21 @@ class Distiller:
     def stages(self) -> list[Stage]:
         c = self.config
         return [
-            Stage("face", self.face, c.face_morpher_batch_size, c.face.num_examples,
-                  c.face_morpher_num_training_examples_per_sample_output,
-                  c.face.pixels_per_example, c.face.resolution, c.face_morpher_random_seed_0, c.face_morpher_random_seed_1, self.face_lr,
-                  self.face_targets, self.face_loss, self.evaluate_face),
-            Stage("body", self.body, c.body_morpher_batch_size, c.body.num_examples,
-                  c.body_morpher_num_training_examples_per_sample_output,
-                  c.body.pixels_per_example, c.body.resolution, c.body_morpher_random_seed_0, c.body_morpher_random_seed_1,
-                  lambda n: self.body_phase(n).learning_rate, self.body_targets, self.body_loss,
-                  self.evaluate_body, c.body.ignore_face_pose, c.body.patch_size),
+            Stage(name="face", module=self.face, batch_size=c.face_morpher_batch_size,
+                  num_examples=c.face.num_examples,
+                  sample_every=c.face_morpher_num_training_examples_per_sample_output,
+                  pixels_per_example=c.face.pixels_per_example, resolution=c.face.resolution,
+                  seed_0=c.face_morpher_random_seed_0, seed_1=c.face_morpher_random_seed_1,
+                  learning_rate=self.face_lr, targets=self.face_targets, loss=self.face_loss,
+                  evaluate=self.evaluate_face),
+            Stage(name="body", module=self.body, batch_size=c.body_morpher_batch_size,
+                  num_examples=c.body.num_examples,
+                  sample_every=c.body_morpher_num_training_examples_per_sample_output,
+                  pixels_per_example=c.body.pixels_per_example, resolution=c.body.resolution,
+                  seed_0=c.body_morpher_random_seed_0, seed_1=c.body_morpher_random_seed_1,
+                  learning_rate=lambda n: self.body_phase(n).learning_rate, targets=self.body_targets,
+                  loss=self.body_loss, evaluate=self.evaluate_body,
+                  ignore_face_pose=c.body.ignore_face_pose, patch_size=c.body.patch_size),
         ]
 
     # --- the run ----------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def _fused(face: FoldedFace, body: FoldedBody, device: torch.device) -> tuple[Ca
     try:
         from tha.runtime.backends.fused_levels import FusedBody, fused_face
     except ImportError as err:
-        raise ThaError(f"--backend cuda-fused needs Triton ({err}); `pip install triton`, or use --backend cuda") from None
+        raise ThaError(f"--backend cuda-fused needs Triton 3.2 or newer ({err}); `pip install -U triton`, "
+                       "or use --backend cuda") from None
     fused = fused_face(face, device)
     return (lambda pose: fused(None, pose)), FusedBody(body, device).fields
 

@@ -29,6 +29,11 @@ from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace, per_sam
 from tha.models.errors import ThaError
 
 MAX_CHANNELS = 256  # padded width: a 256x256 fp16 weight (128 KB) still fits one SM's shared memory
+# Triton 3.0 (torch 2.4's) rejects these kernels (tl.arange of constexpr arguments); 3.2, 3.6 and
+# 3.9 run them (measured in the interpreter)
+MIN_TRITON = (3, 2)
+if tuple(int(part) for part in triton.__version__.split(".")[:2]) < MIN_TRITON:
+    raise ImportError(f"Triton {triton.__version__} is older than {'.'.join(map(str, MIN_TRITON))}")
 
 
 @triton.jit
