@@ -191,6 +191,9 @@ def test_a_triton_too_old_for_the_fused_kernels_is_one_line(monkeypatch):
     assert not check.ok and "Triton 3.0.0 is older than 3.2" in check.detail and "pip install -U triton" in check.detail
     with pytest.raises(ThaError, match=r"cuda-fused needs Triton 3.2 or newer \(Triton 3.0.0 is older"):
         _fused(None, None, torch.device("cpu"))
+    monkeypatch.setattr(triton, "__version__", "3.6.0+git9f8e7d")  # a source build is new enough
+    monkeypatch.delitem(sys.modules, "tha.runtime.backends.fused_levels", raising=False)
+    assert check_triton().ok
     monkeypatch.undo()  # the real version (and module, if it was loaded) for the tests after this one
     assert check_triton().ok
 

@@ -173,7 +173,14 @@ def test_killed_run_resumes_to_the_same_result(shared, tmp_path):
 
     events = EventAccumulator(str(tmp_path / "straight/tensorboard"))
     events.Reload()
-    assert {"face/loss", "body/loss", "body/psnr_held_out", "body/examples_per_s"} <= set(events.Tags()["scalars"])
+    scalars = set(events.Tags()["scalars"])
+    assert {"face/loss", "face/masked_l1", "body/loss", "body/blended", "body/grid_change",
+            "body/psnr_held_out", "body/examples_per_s"} <= scalars
+    # the loss and its terms, read back together each step: the loss is the terms weighted
+    # (the face's default mask_weight, 20)
+    loss, l1, masked = (events.Scalars(f"face/{name}")[-1] for name in ("loss", "l1", "masked_l1"))
+    assert loss.step == l1.step == masked.step == 48
+    assert loss.value == pytest.approx(l1.value + 20 * masked.value, rel=1e-5) and masked.value > 0
 
 
 def _workers_failure(result: subprocess.CompletedProcess) -> str:

@@ -12,7 +12,7 @@ from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms  # noqa: E402
 from tha.export.verify import random_poses  # noqa: E402
 from tha.models.character import load_character_model  # noqa: E402
 from tha.models.image import rgba8  # noqa: E402
-from tha.runtime.backends.fused_levels import FusedBody, fused_face  # noqa: E402
+from tha.runtime.backends.fused_levels import FusedBody, face_patches  # noqa: E402
 
 from frames import shown_psnr  # noqa: E402
 
@@ -56,7 +56,7 @@ def test_fused_face_matches_the_folded_face(model):
     half = fp16_gemms(FoldedFace(model.face_morpher).eval().to(DEVICE))
     pose = torch.from_numpy(random_poses(2, seed=4)[:, :39]).to(DEVICE)
     with torch.no_grad():
-        got = fused_face(half, DEVICE)(None, pose)
+        got = face_patches(half, DEVICE)(pose)
         for i in range(2):
             want, layered = exact(pose[i:i + 1]), half(pose[i:i + 1])
             assert got[i:i + 1].shape == want.shape
@@ -74,3 +74,58 @@ def test_fused_body_batch_is_as_close_as_single_frames(bodies):
         for i in range(2):
             want = exact.fields(poses[i:i + 1])
             assert (batch[i:i + 1] - want).abs().mean() <= 1.1 * (half.fields(poses[i:i + 1]) - want).abs().mean()
+
+
+class SmallSharedMemory:
+    """``_level_kernel`` as a GPU with less shared memory per SM than an H100 launches it: Triton
+    refuses, at the first launch, a kernel whose padded width is over ``widest`` (the numbers are
+    a GeForce RTX 4090's 99 KB a block against the 256-wide level's 128 KB of weights)."""
+
+    def __init__(self, kernel, widest: int):
+        self.kernel, self.widest = kernel, widest
+
+    def __getitem__(self, grid):
+        def launch(*args, **meta):
+            if meta["CP"] > self.widest:
+                from triton.runtime import OutOfResources
+
+                raise OutOfResources(139264, 101376, "shared memory")
+            return self.kernel[grid](*args, **meta)
+
+        return launch
+
+
+def test_levels_too_big_for_the_gpu_run_layer_by_layer(bodies, monkeypatch):
+    """A consumer GPU: the 256-wide level stays layer by layer (with a warning saying why), the
+    512x512 one still fuses, and the fields are as close to fp32 as before."""
+    from tha.runtime.backends import fused_levels
+
+    exact, half, _ = bodies
+    monkeypatch.setattr(fused_levels, "_level_kernel", SmallSharedMemory(fused_levels._level_kernel, widest=128))
+    with pytest.warns(UserWarning, match=r"a 256-channel 256x256 level needs 139264 of shared memory, this GPU "
+                                         r"has 101376: it runs layer by layer"):
+        fused = FusedBody(half, DEVICE)
+    assert fused.lead == 2 and [level.cp for level in fused.levels] == [128]
+    pose = torch.from_numpy(random_poses(1, seed=11)[0])[None].to(DEVICE)
+    with torch.no_grad():
+        want, layered, got = exact.fields(pose), half.fields(pose), fused.fields(pose)
+    assert (got - want).abs().mean() <= 1.1 * (layered - want).abs().mean()
+
+
+def test_a_gpu_that_fits_no_fused_level_is_one_line(model, monkeypatch):
+    """Nothing fits: the face runs layer by layer, and the body, with nothing left to fuse, refuses
+    in one line naming --backend cuda."""
+    from tha.models.errors import ThaError
+    from tha.runtime.backends import fused_levels
+
+    face = fp16_gemms(FoldedFace(model.face_morpher).eval().to(DEVICE))
+    body = fp16_gemms(FoldedBody(model.body_morpher).eval().to(DEVICE))
+    monkeypatch.setattr(fused_levels, "_level_kernel", SmallSharedMemory(fused_levels._level_kernel, widest=64))
+    with pytest.warns(UserWarning, match="a 128-channel 128x128 level needs"):
+        patches = face_patches(face, DEVICE)
+    pose = torch.from_numpy(random_poses(1, seed=4)[:, :39]).to(DEVICE)
+    with torch.no_grad():
+        assert torch.equal(patches(pose), face(pose))
+    with pytest.warns(UserWarning, match="a 128-channel 512x512 level needs"):
+        with pytest.raises(ThaError, match=r"no level of this body can be fused on this device .*use --backend cuda"):
+            FusedBody(body, DEVICE)

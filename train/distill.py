@@ -323,9 +323,10 @@ class Distiller:
             run.generator.set_state(snapshot["generator"])
         return run
 
-    def step(self, run: StageRun) -> tuple[float, dict[str, Tensor], float]:
+    def step(self, run: StageRun) -> tuple[dict[str, float], float]:
         """One student step, rendering the next teacher buffer first when the last is used up;
-        returns the loss (the mean over ranks), its terms and the learning rate."""
+        returns the loss and its terms (as "loss" and the terms' names, means over ranks) and
+        the learning rate."""
         stage, world = run.stage, self.world
         if run.fill is None or run.fill_step >= len(run.fill.order):
             run.fill_state, run.fill_step = run.generator.get_state(), 0
@@ -347,7 +348,7 @@ class Distiller:
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.examples += global_batch
-        return _mean_over_ranks(loss.detach(), world), terms, lr
+        return _mean_over_ranks({"loss": loss, **terms}, world), lr
 
     def train_stage(self, stage: Stage, snapshot: dict | None, writer) -> None:
         world, config = self.world, self.config
@@ -362,17 +363,16 @@ class Distiller:
         if run.examples == 0:
             self._sample(stage, run.module, run.examples, writer)
         while run.examples < stage.num_examples:
-            value, terms, lr = self.step(run)
-            examples = run.examples
+            values, lr = self.step(run)
+            value, examples = values["loss"], run.examples
             self.history[stage.name].append([float(examples), value])
             bar.update(global_batch)
             elapsed = max(time.perf_counter() - started, 1e-9)
             rate = (examples - started_at) / elapsed
             bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
             if world.main and writer is not None:
-                writer.add_scalar(f"{stage.name}/loss", value, examples)
-                for name, term in terms.items():
-                    writer.add_scalar(f"{stage.name}/{name}", term.item(), examples)
+                for name, term in values.items():
+                    writer.add_scalar(f"{stage.name}/{name}", term, examples)
                 writer.add_scalar(f"{stage.name}/learning_rate", lr, examples)
                 writer.add_scalar(f"{stage.name}/examples_per_s", rate, examples)
             if examples // stage.sample_every > last_sample or examples >= stage.num_examples:
@@ -561,12 +561,13 @@ def _to_float(out):
     return type(out)(*(x.float() for x in out))
 
 
-def _mean_over_ranks(value: Tensor, world: World) -> float:
+def _mean_over_ranks(values: dict[str, Tensor], world: World) -> dict[str, float]:
+    """The values' means over ranks, read back in one device sync (not one per value)."""
+    stacked = torch.stack([v.detach().float() for v in values.values()])
     if world.size > 1:
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= world.size
-    return value.item()
+        dist.all_reduce(stacked)
+        stacked /= world.size
+    return dict(zip(values, stacked.tolist()))
 
 
 def _cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -67,14 +67,14 @@ def folded_student(model: CharacterModel, precision: str, device: torch.device |
 
 
 def _fused(face: FoldedFace, body: FoldedBody, device: torch.device) -> tuple[Callable, Callable]:
-    """(face pose -> patches, pose -> body fields) as Triton kernels (``fused_levels``)."""
+    """(face pose -> patches, pose -> body fields) as Triton kernels (``fused_levels``) where
+    this GPU runs them, layer by layer where not."""
     try:
-        from tha.runtime.backends.fused_levels import FusedBody, fused_face
+        from tha.runtime.backends.fused_levels import FusedBody, face_patches
     except ImportError as err:
         raise ThaError(f"--backend cuda-fused needs Triton 3.2 or newer ({err}); `pip install -U triton`, "
                        "or use --backend cuda") from None
-    fused = fused_face(face, device)
-    return (lambda pose: fused(None, pose)), FusedBody(body, device).fields
+    return face_patches(face, device), FusedBody(body, device).fields
 
 
 def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:

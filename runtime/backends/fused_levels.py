@@ -18,12 +18,16 @@ check them without a GPU).
 from __future__ import annotations
 
 import os
+import re
+import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime import OutOfResources
 
 from tha.export.folded import Dense, FirstLayer, FoldedBody, FoldedFace, per_sample
 from tha.models.errors import ThaError
@@ -32,7 +36,18 @@ MAX_CHANNELS = 256  # padded width: a 256x256 fp16 weight (128 KB) still fits on
 # Triton 3.0 (torch 2.4's) rejects these kernels (tl.arange of constexpr arguments); 3.2, 3.6 and
 # 3.9 run them (measured in the interpreter)
 MIN_TRITON = (3, 2)
-if tuple(int(part) for part in triton.__version__.split(".")[:2]) < MIN_TRITON:
+
+
+def _triton_release(version: str) -> tuple[int, int] | None:
+    """major.minor of a release or of a build such as "3.6.0+git1234" or "3.5.0.dev0"."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+_release = _triton_release(triton.__version__)
+if _release is None:
+    raise ImportError(f"Triton's version {triton.__version__!r} is not major.minor")
+if _release < MIN_TRITON:
     raise ImportError(f"Triton {triton.__version__} is older than {'.'.join(map(str, MIN_TRITON))}")
 
 
@@ -127,8 +142,26 @@ class FusedLevel:
         the kernel's coarse input, (N, S'*S', CP) fp16."""
         return torch.matmul(features.transpose(1, 2).to(torch.float16), self.w_feature.t())
 
-    def __call__(self, coarse: Tensor | None, pose: Tensor) -> Tensor:
-        """coarse (N, S'*S', CP) fp16 or None (a first level); pose (N, P) -> this level's output."""
+    def fits(self) -> bool:
+        """Whether this GPU runs the kernel. Triton compiles it on the first launch and refuses one
+        that needs more shared memory than an SM has: the 256-wide level's weights alone are
+        128 KB, within an H100's 227 KB but not a GeForce RTX 30/40's ~100 KB. One block of one
+        frame is launched, so the check costs the compile (which the first frame would pay) and
+        almost nothing else."""
+        pose = torch.zeros(1, self.w_pose.shape[1], device=self.bias.device)
+        coarse = None if self.coarse_size == 0 else torch.zeros(
+            1, self.coarse_size ** 2, self.cp, device=self.bias.device, dtype=torch.float16)
+        try:
+            self(coarse, pose, programs=1)
+        except OutOfResources as err:
+            warnings.warn(f"cuda-fused: a {self.cp}-channel {self.size}x{self.size} level needs {err.required} "
+                          f"of {err.name}, this GPU has {err.limit}: it runs layer by layer", stacklevel=2)
+            return False
+        return True
+
+    def __call__(self, coarse: Tensor | None, pose: Tensor, programs: int | None = None) -> Tensor:
+        """coarse (N, S'*S', CP) fp16 or None (a first level); pose (N, P) -> this level's output
+        (only its first ``programs`` blocks of pixels when given)."""
         n, s = pose.shape[0], self.size
         row = self.row + torch.addmm(self.bias, pose.float(), self.w_pose.t())[:, :, None]  # (N, CP, S)
         if self.pixel_major:
@@ -137,7 +170,7 @@ class FusedLevel:
         else:
             out = torch.empty(n, self.outputs, s, s, device=pose.device, dtype=torch.float32)
             strides = (self.outputs * s * s, s * s, 1)
-        _level_kernel[(s * s // self.block, n)](
+        _level_kernel[(programs or s * s // self.block, n)](
             self.bias if coarse is None else coarse.contiguous(), self.column, row, self.hidden_w, self.hidden_b,
             self.out_w, self.out_b, out, *strides, S=s, SC=max(self.coarse_size, 1), HAS_COARSE=coarse is not None,
             CP=self.cp, LAYERS=self.layers, OUT=self.outputs, OP=self.op, BLOCK=self.block)
@@ -145,20 +178,25 @@ class FusedLevel:
 
 
 class FusedBody:
-    """A folded body (fp16 GEMMs) whose trailing levels run fused; the leading wide ones layer by
-    layer, as ``FoldedBody`` runs them."""
+    """A folded body (fp16 GEMMs) whose trailing levels run fused; the leading ones (too wide,
+    or too big for this GPU's shared memory) layer by layer, as ``FoldedBody`` runs them."""
 
     def __init__(self, body: FoldedBody, device: torch.device | str):
         firsts, n = list(body.firsts), len(body.firsts)
-        self.body, self.lead = body, n
+        self.body, self.lead, self.levels = body, n, []
+        # from the finest level back: a fused level reads the previous one's output, so the
+        # fused levels are the trailing run of those narrow enough that this GPU can run
         while self.lead > 1 and padded(firsts[self.lead - 1].bias.shape[0]) <= MAX_CHANNELS:
-            self.lead -= 1
-        if self.lead == n:
-            raise ThaError(f"no level of this body is narrow enough to fuse (<= {MAX_CHANNELS} channels)")
-        self.levels = [FusedLevel(firsts[i], list(body.levels[i]), device,
-                                  next_first=firsts[i + 1] if i + 1 < n else None,
-                                  last=body.last if i + 1 == n else None)
-                       for i in range(self.lead, n)]
+            i = self.lead - 1
+            level = FusedLevel(firsts[i], list(body.levels[i]), device,
+                               next_first=firsts[i + 1] if i + 1 < n else None, last=body.last if i + 1 == n else None)
+            if not level.fits():
+                break
+            self.levels.insert(0, level)
+            self.lead = i
+        if not self.levels:
+            raise ThaError(f"no level of this body can be fused on this device (<= {MAX_CHANNELS} channels, "
+                           "within its shared memory); use --backend cuda")
 
     def fields(self, pose: Tensor) -> Tensor:
         """pose (N, 45) fp32 -> the morpher's raw output (N, 7, S, S) fp32."""
@@ -169,6 +207,8 @@ class FusedBody:
         return x
 
 
-def fused_face(face: FoldedFace, device: torch.device | str) -> FusedLevel:
-    """The whole face morpher as one fused level: (None, face pose (N, 39)) -> patch (N, 4, S, S)."""
-    return FusedLevel(face.first, list(face.hidden), device, last=face.last)
+def face_patches(face: FoldedFace, device: torch.device | str) -> Callable[[Tensor], Tensor]:
+    """face pose (N, 39) -> patches (N, 4, S, S): the whole face morpher as one fused level, or
+    layer by layer where this GPU cannot run its kernel."""
+    level = FusedLevel(face.first, list(face.hidden), device, last=face.last)
+    return (lambda pose: level(None, pose)) if level.fits() else per_sample(face)
