@@ -28,7 +28,7 @@ def _settings(path: Optional[Path]):
 def serve(
     model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback keeps it private."),
-    port: int = typer.Option(5100, help="Port (5100 is SillyTavern-extras' default)."),
+    port: int = typer.Option(5100, min=1, max=65535, help="Port (5100 is SillyTavern-extras' default)."),
     backend: Backend = BackendChoice.auto,
     device: Device = "cpu",
     precision: Precision = None,

@@ -43,13 +43,31 @@ def configure_logging() -> None:
     logging.getLogger("tha").setLevel(logging.INFO)
 
 
+# click's exceptions, or those of the copy of click that newer typer releases ship inside
+_click_errors = sys.modules[typer.BadParameter.__module__]
+
+
 def main() -> None:
+    """`tha`: our errors and click's (a bad option value, a missing argument) alike as one
+    `error:` line and exit status 2; typer's own formatting would draw them as a box."""
     warnings.showwarning = _one_line_warning
     configure_logging()
     try:
-        app()
+        code = app(prog_name="tha", standalone_mode=False)
     except ThaError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except _click_errors.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `tha` or `tha models` alone: the help is the answer
+            print(err.format_message(), end="", file=sys.stderr)
+        else:
+            where = f"; see `{err.ctx.command_path} --help`" if err.ctx is not None else ""
+            print(f"error: {err.format_message().rstrip('.')}{where}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except _click_errors.ClickException as err:
+        print(f"error: {err.format_message()}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)
+    # a command's return value is not an exit status; typer.Exit(n) and Ctrl+C come back as ints
+    sys.exit(code if isinstance(code, int) else 0)

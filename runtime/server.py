@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -395,10 +396,25 @@ def create_app(state: LiveState) -> FastAPI:
     return app
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a taken port or an unknown host is one
+    line at once, not a log entry after startup. Made as uvicorn makes its own."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        raise ThaError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port or --host, "
+                       "or stop the program using it") from None
+    return sock
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtual_camera: bool = False) -> None:
     """Run until interrupted."""
     import uvicorn
 
+    sock = listening_socket(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: anyone on that network can drive this server", host)
     state = LiveState(config)
@@ -410,8 +426,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtua
         state.sinks.append(camera.send)
     state.start()
     try:
-        uvicorn.run(create_app(state), host=host, port=port, log_level="info")
+        uvicorn.Server(uvicorn.Config(create_app(state), log_level="info")).run(sockets=[sock])
     finally:
+        sock.close()
         state.close()
         if camera is not None:
             camera.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -159,3 +160,27 @@ def test_rgba8_colour_is_zero_where_alpha_is(model, tmp_path):
     assert tha("pose", str(model), "--set", "head_y=0.7", "-o", str(tmp_path / "out.png")).returncode == 0
     rgba = np.asarray(Image.open(tmp_path / "out.png"))
     assert (rgba[..., 3] == 0).any() and not rgba[rgba[..., 3] == 0].any()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["view", DEMO, "--fps", "999"], ["'--fps'", "240", "see `tha view --help`"]),
+    (["serve", DEMO, "--port", "99999"], ["'--port'", "65535", "see `tha serve --help`"]),
+    (["pose"], ["Missing argument", "see `tha pose --help`"]),
+    (["nosuch"], ["No such command 'nosuch'", "see `tha --help`"]),
+])
+def test_command_line_mistakes_are_one_line(args, fragments):
+    """click's own errors (a value out of range, a missing argument, an unknown command) come out
+    like ours: one `error:` line, not typer's multi-line box."""
+    result = tha(*args, timeout=120)
+    assert_one_line_error(result, *fragments, code=2)
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_serving_on_a_taken_port_is_one_line_before_the_model_loads():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = tha("serve", DEMO, "--port", port, timeout=120)
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "pass another --port", code=2)
+    assert result.stderr.count("\n") == 1, result.stderr  # no backend opened, no startup log

@@ -111,7 +111,7 @@ def puppet(
     bind: str = typer.Option("0.0.0.0", "--bind", help="iFacialMocap: address to listen on. Default: all "
                              "interfaces, so the phone can reach it; give this computer's LAN address "
                              "to listen on one network only."),
-    port: int = typer.Option(49983, "--port", help="iFacialMocap: UDP port to listen on."),
+    port: int = typer.Option(49983, "--port", min=1, max=65535, help="iFacialMocap: UDP port to listen on."),
     camera: int = typer.Option(0, "--camera", help="Webcam: device index."),
     face_landmarker: Optional[Path] = typer.Option(
         None, "--face-landmarker", help="Webcam/video: a MediaPipe FaceLandmarker .task file (52 blend shapes)."),
