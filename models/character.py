@@ -59,6 +59,9 @@ def model_paths(directory: str | Path) -> dict[str, Path]:
         raise ThaError(f"model directory {directory} does not exist; `tha models fetch lambda_00` "
                        "downloads one")
     yaml_path = directory / MODEL_FILE if directory.is_dir() else directory
+    if not directory.is_dir() and directory.suffix.lower() not in (".yaml", ".yml"):
+        raise ThaError(f"{directory} is a file, not a character model; give the folder that holds "
+                       f"{MODEL_FILE} (or that file)")
     if not yaml_path.is_file():
         raise ThaError(f"{directory} is not a character model: no {MODEL_FILE} in it")
     try:

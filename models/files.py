@@ -77,26 +77,41 @@ def _make_parent(path: Path) -> None:
         raise ThaError(f"cannot create the folder of {path} ({err.strerror}); choose another path") from None
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path = check_output_path(path)
-    if path.exists() and not path.is_file():  # /dev/null, a FIFO: write through, never replace
-        yield path
-        return
+def temporary_beside(path: Path) -> Path:
+    """An empty hidden file in ``path``'s folder (made if missing), to be renamed over ``path``."""
     _make_parent(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
         raise ThaError(f"cannot write in {path.parent} ({err.strerror}); choose another path") from None
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+def put_in_place(tmp: Path, path: Path) -> None:
+    """``tmp``, synced to disk and given a plain ``open()``'s mode, replaces ``path`` in one rename."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
+    os.replace(tmp, path)
+
+
+def writes_through(path: Path) -> bool:
+    """/dev/null, a FIFO: written to directly, never replaced."""
+    return path.exists() and not path.is_file()
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = check_output_path(path)
+    if writes_through(path):
+        yield path
+        return
+    tmp_path = temporary_beside(path)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~umask())  # mkstemp makes 0600
-        os.replace(tmp_path, path)
+        put_in_place(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 

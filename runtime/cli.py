@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from tha.runtime.options import Backend, BackendChoice, BackendList, Device, Fps, Frames, Precision, precision_name
+from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Fps, Frames, Precision, precision_name,
+                                video_output)
 
 MODEL_DIR_HELP = "Character model directory (or a `tha models` name)."
 ANIMATOR_HELP = "Animator settings JSON (timings, strengths)."
@@ -56,7 +57,7 @@ def serve(
 
 def render(
     model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
-    output: Path = typer.Option(..., "-o", "--output", help="out.mp4, out.webm / out.mov (with alpha), "
+    output: Path = typer.Option(..., "-o", "--output", callback=video_output, help="out.mp4, out.webm / out.mov (with alpha), "
                                 "out.gif, or a directory for PNG frames."),
     audio: Optional[Path] = typer.Option(None, help="Speech audio (WAV, MP3, Ogg, FLAC, a video's sound "
                                          "track): lip sync; the video lasts as long."),

@@ -13,7 +13,7 @@ import typer
 
 from tha.models.limits import FPS_RANGE
 from tha.runtime.renderer import BACKENDS, PRECISIONS
-from tha.runtime.video import FORMATS
+from tha.runtime.video import FORMATS, check_video_output
 
 _ALPHA_FORMATS = " and ".join(suffix for suffix, video_format in FORMATS.items() if video_format.keeps_alpha)
 
@@ -54,8 +54,14 @@ Precision = Annotated[Optional[PrecisionChoice], typer.Option(
 Frames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, help="Stop after N frames (default: until the window closes, the input ends or Ctrl+C).")]
 
+def video_output(value: Path | None) -> Path | None:
+    """Checked as the command starts, not at its first frame: an unwritable folder or an unknown
+    suffix is one line before any model loads."""
+    return None if value is None else check_video_output(value)
+
+
 Record = Annotated[Optional[Path], typer.Option(
-    "--record", help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep "
+    "--record", callback=video_output, help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep "
                      "alpha) or, with no suffix, a folder of PNGs.")]
 
 Fps = Annotated[float, typer.Option(

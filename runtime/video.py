@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from tha.models.errors import ThaError
+from tha.models.files import check_output_dir, check_output_path, put_in_place, temporary_beside, writes_through
 
 
 @dataclass(frozen=True)
 class Format:
+    muxer: str  # FFmpeg's container name: the file is written under a temporary name first
     codec: str
     pixel_format: str
     keeps_alpha: bool
@@ -23,12 +25,24 @@ class Format:
 
 
 FORMATS: dict[str, Format] = {
-    ".mp4": Format("libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
-    ".mkv": Format("libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
-    ".webm": Format("libvpx-vp9", "yuva420p", True, (("crf", "30"), ("b", "0"), ("deadline", "realtime"))),
-    ".mov": Format("qtrle", "argb", True),
-    ".gif": Format("gif", "rgb8", False),
+    ".mp4": Format("mp4", "libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
+    ".mkv": Format("matroska", "libx264", "yuv420p", False, (("crf", "18"), ("preset", "veryfast"))),
+    ".webm": Format("webm", "libvpx-vp9", "yuva420p", True, (("crf", "30"), ("b", "0"), ("deadline", "realtime"))),
+    ".mov": Format("mov", "qtrle", "argb", True),
+    ".gif": Format("gif", "gif", "rgb8", False),
 }
+
+
+def check_video_output(path: str | Path) -> Path:
+    """Refuse, before any frame is rendered, a video or frame folder that cannot be written: an
+    unknown suffix, a folder this user cannot write in."""
+    path = Path(path)
+    if path.suffix.lower() in FORMATS:
+        return check_output_path(path, "video")
+    if path.suffix:
+        raise ThaError(f"cannot write '{path.suffix}' video; use one of {', '.join(FORMATS)} or a directory "
+                       "name for PNG frames")
+    return check_output_dir(path, "frame folder")
 
 
 def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
@@ -39,14 +53,16 @@ def composite(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
 
 
 class VideoWriter:
-    """``write(rgba)`` frames of one size; ``close()`` finishes the file.
+    """``write(rgba)`` frames of one size; ``close()`` finishes the file and puts it in place of
+    any old one (until then it is a hidden temporary beside it, so a killed recording leaves
+    the old file whole); leaving a ``with`` block on an error discards it instead.
 
     ``path`` ending in a known suffix is a video; anything else is a directory of
     ``frame_000000.png`` files."""
 
     def __init__(self, path: str | Path, fps: float = 30.0, size: tuple[int, int] | None = None,
                  background: tuple[int, int, int] = (255, 255, 255)):
-        self.path = Path(path)
+        self.path = check_video_output(path)
         self.fps = fps
         self.size = size
         self.background = background
@@ -54,19 +70,17 @@ class VideoWriter:
         self.format = FORMATS.get(self.path.suffix.lower())
         self._container = None
         self._stream = None
+        self._temporary: Path | None = None
         if self.format is None:
-            if self.path.suffix:
-                raise ThaError(f"cannot write '{self.path.suffix}' video; use one of "
-                               f"{', '.join(FORMATS)} or a directory name for PNG frames")
             self.path.mkdir(parents=True, exist_ok=True)
 
     def _open(self, width: int, height: int) -> None:
         import av
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.format.pixel_format.startswith("yuv") and (width % 2 or height % 2):
             raise ThaError(f"{self.path.suffix} needs even frame sizes, got {width}x{height}")
-        self._container = av.open(str(self.path), mode="w")
+        self._temporary = None if writes_through(self.path) else temporary_beside(self.path)
+        self._container = av.open(str(self._temporary or self.path), mode="w", format=self.format.muxer)
         rate = Fraction(self.fps).limit_denominator(1001)
         self._stream = self._container.add_stream(self.format.codec, rate=rate)
         self._stream.width, self._stream.height = width, height
@@ -104,12 +118,27 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
+            if self._temporary is not None:
+                put_in_place(self._temporary, self.path)
+                self._temporary = None
+
+    def discard(self) -> None:
+        """Stop without touching ``path`` (a failed render must not replace a good file)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)
+            self._temporary = None
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
 
 
 def read_video(path: str | Path) -> tuple[list[np.ndarray], float]:

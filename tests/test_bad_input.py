@@ -69,6 +69,9 @@ def test_model_yaml_that_does_not_parse(model):
                                                 "face_morpher_file_name: face_morpher.pt\n"
                                                 "body_morpher_file_name: body_morpher.pt\n")
     assert_one_line_error(tha("pose", str(model)), "must be a file name")
+    # the model's image given where the model goes
+    assert_one_line_error(tha("info", str(model / "character.png")), "character.png is a file, not a character model",
+                          "the folder that holds character_model.yaml")
 
 
 @pytest.mark.parametrize("shape, needle", [

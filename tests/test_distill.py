@@ -98,7 +98,8 @@ def test_config_and_input_errors_are_one_clear_line(shared, tmp_path):
     assert "no alpha" in run("alpha", character_image_file_name=str(tmp_path / "rgb.png"))
     # data-parallel: checked before any worker starts, so still one line
     assert "no alpha" in _one_error_line(_cli("distill", "run", str(tmp_path / "alpha.yaml"), "--nproc", "2"))
-    assert "0 and 255" in run("mask", face_mask_image_file_name=str(tmp_path / "grey_mask.png"))
+    assert "0 and 255 (1 pixel, first at x=250, y=150, value (128, 128, 128))" in run(
+        "mask", face_mask_image_file_name=str(tmp_path / "grey_mask.png"))
     assert "unsigned 64-bit" in run("seed", body_morpher_random_seed_1=2**64)
     assert "unsigned 64-bit" in run("negative", face_morpher_random_seed_0=-1)
     assert "unknown key" in run("key", face_morpher_batch_sise=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from tha.runtime.video import read_video
 from wav import RATE, write_wav
-from cli import tha as run_tha
+from cli import THA, tha as run_tha
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -90,6 +91,49 @@ def test_bad_render_input_is_one_line(tmp_path):
     good.write_text('{"head_y": 0.1}\n')
     result = tha("render", str(DEMO), "--poses", str(good), "-o", str(tmp_path / "x.avi"))
     assert result.returncode == 2 and "cannot write '.avi'" in result.stderr
+    (tmp_path / "a_file").write_text("")
+    for command in (["render", str(DEMO), "--poses", str(good), "-o"], ["demo", "--offscreen", "--record"]):
+        result = tha(*command, str(tmp_path / "a_file/x.mp4"))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "lies under" in result.stderr and "which is a file" in result.stderr
+
+
+def _still_frames(count: int) -> list[np.ndarray]:
+    return [np.full((64, 64, 4), (40 * i, 100, 200, 255), np.uint8) for i in range(count)]
+
+
+def test_a_failed_or_killed_render_leaves_the_old_video_whole(tmp_path):
+    """The video is written under a hidden temporary name and renamed when finished: an error
+    in the middle, or a SIGKILL, leaves the video that was there before as it was."""
+    from tha.runtime.video import VideoWriter
+
+    out = tmp_path / "out.mp4"
+    with VideoWriter(out, fps=10) as writer:
+        for frame in _still_frames(2):
+            writer.write(frame)
+    old = out.read_bytes()
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, fps=10) as writer:
+            for frame in _still_frames(5):
+                writer.write(frame)
+            raise RuntimeError("the render failed")
+    assert out.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+    track = tmp_path / "long.jsonl"
+    track.write_text("".join(json.dumps({"head_y": (i % 20) / 20}) + "\n" for i in range(2000)))
+    process = subprocess.Popen([*THA, "render", str(DEMO), "--poses", str(track), "-o", str(out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not any(p.stat().st_size for p in tmp_path.glob(".out.mp4.*.tmp")):
+            assert process.poll() is None and time.monotonic() < deadline, "the render ended before writing"
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert out.read_bytes() == old
+    frames, _ = read_video(out)
+    assert len(frames) == 2
 
 
 @pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="a video device exists here")

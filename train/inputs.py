@@ -55,8 +55,9 @@ def load_face_mask(path: Path) -> np.ndarray:
     bad = ~np.isin(rgb, (0, 255))
     if bad.any():
         y, x, _ = np.argwhere(bad)[0]
-        raise ThaError(f"face mask {path} has values other than 0 and 255 ({bad.any(-1).sum()} pixels, first "
-                       f"at x={x}, y={y}, value {tuple(rgb[y, x])}); paint it with pure black and white only")
+        count = int(bad.any(-1).sum())
+        raise ThaError(f"face mask {path} has values other than 0 and 255 ({count} pixel{'s' * (count != 1)}, first "
+                       f"at x={x}, y={y}, value {tuple(rgb[y, x].tolist())}); paint it with pure black and white only")
     mask = rgb.max(-1) == 255
     if not mask.any():
         raise ThaError(f"face mask {path} is all black; paint the face white")
