@@ -16,6 +16,7 @@ import yaml
 from PIL import Image
 
 from tha.models.character import load_character_model
+from tha.models.errors import ThaError
 from tha.models.image import load_image_tensor
 from tha.models.poser import StudentPoser
 from tha.models.pose import index_of
@@ -425,6 +426,28 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     line = run("cut", "--resume", prefix=str(tmp_path / "cut"))
     assert "cannot be read" in line and (tmp_path / "cut/snapshot.pt").stat().st_size == len(data) // 2
     assert not list(tmp_path.glob("[!wc]*/snapshot.pt"))
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("num_sample_poses=0", "num_sample_poses must be at least 1"),
+    ("face.resolution=0", "face.resolution 0 must divide 128"),
+    ("body.resolution=3", "body.resolution 3 must divide 512"),
+    ("face_student.channels=0", "face_student.channels = 0 is outside 1 to 4096"),
+    ("body_student.level_channels=[0, 4]", "body_student.level_channels[0] = 0 is outside"),
+    ("body_student.level_channels=[]", "has 0 levels; give 1 to 6 widths"),
+    ("body_student.level_channels=[4, 4, 4, 4, 4, 4, 4]", "has 7 levels; give 1 to 6 widths"),
+    ("face_student.num_sine_layers=0", "face_student.num_sine_layers = 0 is outside 1 to 64"),
+    ("face.learning_rate=-1", "face.learning_rate = -1.0 must be positive"),
+    ("face.lr_drop_factor=[0.0]", "face.lr_drop_factor[0] = 0.0 must be positive"),
+    ("face.mask_weight=-1", "face.mask_weight = -1.0 is a loss weight"),
+    ("body.patch_size=-2", "body.patch_size -2 is negative"),
+])
+def test_student_sizes_rates_and_weights_are_checked_on_load(shared, tmp_path, override, needle):
+    """Each was a traceback from inside the first step (a division by zero, an empty tuple, a
+    40 GB allocation, torch's "Invalid learning rate") before this check."""
+    path = _write(tmp_path / "c.yaml", _tiny(shared, tmp_path / "o"))  # body.resolution 32: 6 levels at most
+    with pytest.raises(ThaError, match=re.escape(needle)):
+        load_config(path, [override])
 
 
 def test_set_values_are_yaml_and_init_quotes_paths(shared, tmp_path):

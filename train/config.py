@@ -12,9 +12,11 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from tha.models.errors import ThaError
+from tha.models.limits import MAX_STUDENT_CHANNELS
 from tha.models.settings import load_settings
 
 UINT64_MAX = 2**64 - 1
+MAX_SINE_LAYERS = 64  # upstream's students have 8 (face) and 3 a level (body)
 SEED_FIELDS = ("face_morpher_random_seed_0", "face_morpher_random_seed_1",
                "body_morpher_random_seed_0", "body_morpher_random_seed_1")
 
@@ -155,7 +157,7 @@ def _check(config: DistillConfig, label: str) -> None:
         if not 0 <= seed <= UINT64_MAX:
             raise ThaError(f"{label}: {name} = {seed} is out of range; seeds are unsigned 64-bit "
                            f"integers (0 to {UINT64_MAX})")
-    for name in ("face_morpher_batch_size", "body_morpher_batch_size", "snapshot_every",
+    for name in ("face_morpher_batch_size", "body_morpher_batch_size", "snapshot_every", "num_sample_poses",
                  "face_morpher_num_training_examples_per_sample_output",
                  "body_morpher_num_training_examples_per_sample_output"):
         if getattr(config, name) < 1:
@@ -177,13 +179,18 @@ def _check(config: DistillConfig, label: str) -> None:
     ends = [p.end for p in config.body.phases]
     if not ends or ends != sorted(ends) or ends[0] <= 0:
         raise ThaError(f"{label}: body.phases must be non-empty with increasing `end` example counts")
-    if 512 % config.body.resolution or 128 % config.face.resolution:
-        raise ThaError(f"{label}: face.resolution must divide 128 and body.resolution 512")
+    for name, resolution, full in (("face", config.face.resolution, 128), ("body", config.body.resolution, 512)):
+        if resolution < 1 or full % resolution:
+            raise ThaError(f"{label}: {name}.resolution {resolution} must divide {full} (e.g. {full} or {full // 4})")
+    _check_students(config, label)
+    _check_rates(config, label)
     for name, schedule in (("face", config.face), ("body", config.body)):
         if not 0 <= schedule.pixels_per_example <= schedule.resolution ** 2:
             raise ThaError(f"{label}: {name}.pixels_per_example must be 0 (whole images) to "
                            f"{schedule.resolution ** 2} ({name}.resolution squared)")
     patch, pixels = config.body.patch_size, config.body.pixels_per_example
+    if patch < 0:
+        raise ThaError(f"{label}: body.patch_size {patch} is negative; 0 draws scattered pixels, P > 0 P x P patches")
     if patch and not (0 < patch <= config.body.resolution and pixels and pixels % (patch * patch) == 0):
         raise ThaError(f"{label}: body.patch_size {patch} needs body.pixels_per_example to be a "
                        f"multiple of {patch}^2 and at most body.resolution ({config.body.resolution}) "
@@ -191,6 +198,43 @@ def _check(config: DistillConfig, label: str) -> None:
     if not config.teacher:
         raise ThaError(f"{label}: no teacher; set `teacher:` to rig, an upstream teacher directory "
                        "or a character model directory")
+
+
+def _check_students(config: DistillConfig, label: str) -> None:
+    """Widths and depths the student classes can build (checked here, not as a traceback from
+    deep inside the first step)."""
+    face, body = config.face_student, config.body_student
+    widths = {"face_student.channels": face.channels,
+              **{f"body_student.level_channels[{i}]": c for i, c in enumerate(body.level_channels)}}
+    for name, width in widths.items():
+        if not 1 <= width <= MAX_STUDENT_CHANNELS:
+            raise ThaError(f"{label}: {name} = {width} is outside 1 to {MAX_STUDENT_CHANNELS}")
+    for name, layers in (("face_student.num_sine_layers", face.num_sine_layers),
+                         ("body_student.sine_layers_per_level", body.sine_layers_per_level)):
+        if not 1 <= layers <= MAX_SINE_LAYERS:
+            raise ThaError(f"{label}: {name} = {layers} is outside 1 to {MAX_SINE_LAYERS}")
+    levels = len(body.level_channels)
+    # each level is half the size of the next; the coarsest must keep a pixel at body.resolution
+    # (a power of two: it divides 512)
+    most = config.body.resolution.bit_length()
+    if not 1 <= levels <= most:
+        raise ThaError(f"{label}: body_student.level_channels has {levels} levels; give 1 to {most} widths "
+                       f"(each level is half the size of the next, at body.resolution {config.body.resolution})")
+
+
+def _check_rates(config: DistillConfig, label: str) -> None:
+    rates = {"face.learning_rate": config.face.learning_rate,
+             **{f"face.lr_drop_factor[{i}]": f for i, f in enumerate(config.face.lr_drop_factor)},
+             **{f"body.phases[{i}].learning_rate": p.learning_rate for i, p in enumerate(config.body.phases)}}
+    for name, value in rates.items():
+        if not value > 0:
+            raise ThaError(f"{label}: {name} = {value} must be positive")
+    weights = {"face.mask_weight": config.face.mask_weight,
+               **{f"body.phases[{i}].{term}": getattr(p, term) for i, p in enumerate(config.body.phases)
+                  for term in ("blended", "warped", "grid_change", "color_change")}}
+    for name, value in weights.items():
+        if not value >= 0:
+            raise ThaError(f"{label}: {name} = {value} is a loss weight; give 0 or more")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:
