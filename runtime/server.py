@@ -114,7 +114,11 @@ def find_students(paths: tuple[Path, ...]) -> dict[str, Path]:
     """image key -> model dir, for every model dir given or directly inside a folder given."""
     found: dict[str, Path] = {}
     for path in paths:
+        if not path.is_dir():
+            raise ThaError(f"--students {path}: no such folder; give model directories or folders of them")
         candidates = [path] if (path / MODEL_FILE).is_file() else sorted(p for p in path.glob("*") if p.is_dir())
+        if not any((candidate / MODEL_FILE).is_file() for candidate in candidates):
+            log.warning("--students %s: no character model (%s) in it or in its folders", path, MODEL_FILE)
         for candidate in candidates:
             if (candidate / MODEL_FILE).is_file():
                 try:

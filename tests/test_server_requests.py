@@ -168,3 +168,23 @@ def test_malformed_bodies_are_refused_with_one_line(served):
         assert (reply.status_code, isinstance(detail, str)) == (status, True), (name, reply.status_code, detail)
         assert needle in detail and "\n" not in detail, (name, detail)
     assert state.images == []
+
+
+def test_students_are_model_directories_or_folders_of_them(tmp_path, caplog):
+    """--students: a model directory, or a folder whose subfolders are models; a path that is not
+    there is one line, a folder with no model in it a warning (a typo would otherwise just
+    leave the upload unmatched)."""
+    import shutil
+
+    from tha.models.errors import ThaError
+    from tha.runtime.server import find_students
+
+    shutil.copytree(DEMO, tmp_path / "models" / "demo")
+    (tmp_path / "empty").mkdir()
+    assert list(find_students((tmp_path / "models",)).values()) == [tmp_path / "models" / "demo"]
+    assert list(find_students((DEMO,)).values()) == [DEMO]
+    with pytest.raises(ThaError, match=r"--students .*nowhere: no such folder"):
+        find_students((tmp_path / "nowhere",))
+    with caplog.at_level("WARNING", logger="tha"):
+        assert find_students((tmp_path / "empty",)) == {}
+    assert "no character model (character_model.yaml) in it" in caplog.text
