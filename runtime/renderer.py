@@ -72,6 +72,8 @@ def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend
 
 
 PRECISIONS = ("fp16", "fp32")  # what --precision takes
+# the backends that run fp32 whatever they are asked (trt and ort-trt run as their engines were built)
+FP32_ONLY = ("torch", "torch-cuda", "fastcpu", "ort", "ort-fused", "ort-cuda")
 
 # name -> factory(model, device, precision); precision matters to cuda (fp16 | fp32) only.
 BACKENDS: dict[str, Callable[..., Backend]] = {
@@ -135,6 +137,8 @@ def open_backend(name: str, model: CharacterModel | str | Path, device: str = "c
         return _open_auto(model, precision)
     if name not in BACKENDS:
         raise ThaError(f"unknown backend '{name}'; choose one of auto, {', '.join(BACKENDS)}")
+    if precision == "fp16" and name in FP32_ONLY:
+        raise ThaError(f"--backend {name} runs fp32 only; --precision fp16 is for --backend cuda")
     return BACKENDS[name](model, device, **({"precision": precision} if precision else {}))
 
 
@@ -147,5 +151,7 @@ def _open_auto(model: CharacterModel, precision: str | None = None) -> Backend:
             log.warning("backend %s unavailable (%s)", name, err)
             continue
         log.info("backend: auto picked %s", name)
+        if precision == "fp16" and name in FP32_ONLY:
+            log.warning("%s runs fp32 only: --precision fp16 has no effect", name)
         return backend
     raise ThaError("no backend could be opened; run `tha doctor`")

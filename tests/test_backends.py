@@ -145,6 +145,17 @@ def test_unknown_backend_is_one_clear_error(lambda00):
         open_backend("vulkan", lambda00)
 
 
+def test_fp16_asked_of_an_fp32_backend_is_refused_or_said(lambda00, caplog):
+    """--precision fp16 with a backend that only runs fp32: named, refused; with auto on a CPU
+    the pick is said to ignore it, rather than fp32 passing for fp16."""
+    with pytest.raises(ThaError, match="--backend fastcpu runs fp32 only; --precision fp16 is for --backend cuda"):
+        open_backend("fastcpu", lambda00, precision="fp16")
+    if not torch.cuda.is_available():
+        with open_backend("auto", lambda00, precision="fp16"):
+            pass
+        assert "fastcpu runs fp32 only: --precision fp16 has no effect" in caplog.text
+
+
 def test_missing_execution_provider_is_refused_with_a_reason():
     import onnxruntime as ort
 
