@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tha.models.pose import index_of, neutral_pose
-from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, FaceState
+from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, ConverterSettings, FaceState
 from tha.runtime.sources.ifacialmocap import (
     MAX_PACKET_BYTES, START_STRING, IFacialMocapSource, PacketError, format_packet, parse_packet)
 from cli import THA, tha
@@ -49,6 +49,26 @@ def test_v1_frame_parses_like_v2():
     assert v1.head == v2.head == pytest.approx(face.head)
 
 
+def test_fields_the_converter_does_not_read_are_skipped_not_fatal():
+    """Newer app versions add unnamed fields (iFacialMocap's developer sample ends with one) and
+    longer bone parts; upstream's reader skips them, and a whole frame must not be lost to them."""
+    extra = REAL_V2 + "34903,-1.666,-0.175|rightEye#6.1,0.35,0.02,1.0|hipRotation#1,2,3|"
+    face = parse_packet(extra.replace("=head#-4.2871337,3.5216045,-1.1590178,0.0114513,-0.0292871,-0.3864261",
+                                      "=head#-4.2871337,3.5216045,-1.1590178,0.0114513,-0.0292871,-0.3864261,7").encode())
+    assert face == parse_packet(REAL_V2.encode())
+
+
+def test_format_packet_spells_names_as_the_app_does():
+    """eyeBlink_L for a side, mouthLeft / jawRight as they are (a direction), a trailing '|': as
+    REAL_V2, captured from the app."""
+    face = parse_packet(REAL_V2.encode())
+    sent = format_packet(face).decode()
+    assert sent.endswith("|") and "mouthLeft&1|" in sent and "jawRight&0|" in sent and "eyeBlink_L&3|" in sent
+    assert set(sent.split("|")[:52]) == set(REAL_V2.split("|")[:52])
+    again = parse_packet(sent.encode())
+    assert again.blendshapes == face.blendshapes and again.head == pytest.approx(face.head, abs=1e-4)
+
+
 @pytest.mark.parametrize("data", [
     b"\xff\xfe\x00garbage",
     REAL_V2[: len(REAL_V2) // 2].encode(),  # truncated: the head part is lost
@@ -64,7 +84,9 @@ def test_bad_frames_raise_packet_error(data):
 
 @pytest.fixture
 def receiver():
-    source = IFacialMocapSource(bind="127.0.0.1", port=0, stale_after=0.5, ease_seconds=0.3)
+    # no breathing: these tests compare poses with the neutral one (breathing has its own test)
+    converter = ArkitConverter(ConverterSettings(breathing_cycle_duration=0.0))
+    source = IFacialMocapSource(bind="127.0.0.1", port=0, stale_after=0.5, ease_seconds=0.3, converter=converter)
     source.start()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     yield source, sender

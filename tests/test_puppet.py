@@ -84,6 +84,22 @@ def test_gain_and_offset_then_clipping():
     assert np.all(pose >= LOWER) and np.all(pose <= UPPER)
 
 
+def test_a_puppet_breathes_on_the_animators_cycle():
+    """Tracking sees no breathing; the converter adds the idle animator's cycle (4 s by default),
+    under the profile's gain, and 0 switches it off."""
+    face = FaceState({"jawOpen": 0.4}, (0.0, 0.0, 0.0))
+    converter = ArkitConverter()
+    breaths = [_pose_value(converter.raw_pose(face, t), "breathing") for t in (0.0, 1.0, 2.0, 3.0, 4.0)]
+    assert breaths == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0], abs=1e-6)
+    assert _pose_value(converter.raw_pose(face), "breathing") == 0.0  # no time, no breath
+    halved = ArkitConverter(ConverterSettings(gain={"breathing": 0.5})).raw_pose(face, 2.0)
+    assert _pose_value(halved, "breathing") == pytest.approx(0.5)
+    still = ArkitConverter(ConverterSettings(breathing_cycle_duration=0.0)).raw_pose(face, 2.0)
+    assert _pose_value(still, "breathing") == 0.0
+    with pytest.raises(ThaError, match="breathing_cycle_duration -1.0 must be 0"):
+        ConverterSettings(breathing_cycle_duration=-1.0)
+
+
 def test_profile_round_trip_and_the_shipped_default(tmp_path):
     shipped = load_profile(REPO / "configs" / "puppet_profile.yaml")
     assert shipped == ConverterSettings()  # the documented file is the defaults

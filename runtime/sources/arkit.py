@@ -21,6 +21,7 @@ iris_rotation_x             (eyeLookUp - eyeLookDown), both eyes, x iris_gain
 iris_rotation_y             (eyeLookIn L - eyeLookOut L - eyeLookIn R + eyeLookOut R) / 2
 head_x, head_y, neck_z      -pitch / 15 deg, -yaw / 10 deg, roll / 15 deg (head_range)
 body_y, body_z              body_follow x head_y, body_follow x neck_z
+breathing                   a cosine cycle of breathing_cycle_duration seconds (as the animator)
 mouth_aaa / ooo             jawOpen ramp, split by lip rounding (mouthFunnel, mouthPucker)
 mouth_uuu                   rounded lips with the jaw closed
 mouth_iii                   stretched lips (mouthStretch) with the jaw closed
@@ -35,6 +36,7 @@ through the One Euro filter. The settings live in a YAML profile
 """
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +49,8 @@ from tha.models.files import atomic_write_text
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
 from tha.models.settings import load_settings
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
+
+_BREATHING = index_of("breathing")
 
 BLENDSHAPE_NAMES: tuple[str, ...] = tuple(
     [f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("In", "Out", "Down", "Up")]
@@ -96,6 +100,9 @@ class ConverterSettings:
     mouth_frown_max: float = 0.6
     head_range: tuple[float, float, float] = (15.0, 10.0, 15.0)  # degrees that reach +-1: pitch, yaw, roll
     body_follow: float = 0.5
+    # Tracking sees no breathing: the pose breathes on this cycle (seconds), as the idle animator
+    # does; 0 = no breathing.
+    breathing_cycle_duration: float = 4.0
     gain: dict[str, float] = field(default_factory=dict)  # THA parameter name -> multiplier
     offset: dict[str, float] = field(default_factory=dict)  # THA parameter name -> added after gain
     smoothing: OneEuroSettings = field(default_factory=OneEuroSettings)
@@ -124,6 +131,8 @@ class ConverterSettings:
         for name in self.neutral_blendshapes:
             if name not in BLENDSHAPE_NAMES:
                 raise ThaError(f"neutral_blendshapes: '{name}' is not an ARKit blend shape name")
+        if not self.breathing_cycle_duration >= 0:
+            raise ThaError(f"breathing_cycle_duration {self.breathing_cycle_duration} must be 0 (off) or seconds")
 
 
 def _number(name: str, value: object) -> float:
@@ -252,9 +261,12 @@ class ArkitConverter:
         self.settings.neutral_blendshapes = {n: float(v) for n, v in face.blendshapes.items() if v > 0.0}
         self._filter.reset()
 
-    def raw_pose(self, face: FaceState) -> np.ndarray:
-        """Mapping + gain/offset + clipping, no smoothing."""
+    def raw_pose(self, face: FaceState, t: float | None = None) -> np.ndarray:
+        """Mapping (with breathing at time ``t``, when given) + gain/offset + clipping, no smoothing."""
         pose = map_face(relative_to_neutral(face, self.settings), self.settings)
+        cycle = self.settings.breathing_cycle_duration
+        if t is not None and cycle > 0:
+            pose[_BREATHING] = 0.5 * (1.0 - math.cos(2.0 * math.pi * t / cycle))
         for name, gain in self.settings.gain.items():
             pose[index_of(name)] *= gain
         for name, offset in self.settings.offset.items():
@@ -271,7 +283,7 @@ class ArkitConverter:
                     self._set_neutral(average_faces(self._calibration))
                     self._calibration = None
                     finished = True
-            pose = self.raw_pose(face)
+            pose = self.raw_pose(face, t)
             if t is not None:
                 pose = self._filter.filter(pose, t)
         if finished and self.on_calibrated is not None:

@@ -29,16 +29,19 @@ DEFAULT_BIND = "0.0.0.0"
 # A full v2 frame is ~1.5 KB; anything far larger is not from the phone.
 MAX_PACKET_BYTES = 8192
 _KNOWN = frozenset(BLENDSHAPE_NAMES)
+_DIRECTIONS = frozenset({"mouthLeft", "mouthRight", "jawLeft", "jawRight"})
 
 
 class PacketError(ValueError):
     """A datagram that is not a complete iFacialMocap frame."""
 
 
-def _numbers(text: str, count: int, what: str) -> tuple[float, ...]:
+def _numbers(text: str, count: int, what: str, more_ok: bool = False) -> tuple[float, ...]:
+    """``count`` comma-separated finite numbers (the first ``count`` where ``more_ok``)."""
     parts = text.split(",")
-    if len(parts) != count:
+    if len(parts) < count or (len(parts) > count and not more_ok):
         raise PacketError(f"{what}: expected {count} numbers, got {len(parts)}")
+    parts = parts[:count]
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:
@@ -57,8 +60,10 @@ def _arkit_name(name: str) -> str:
 
 
 def parse_packet(data: bytes) -> FaceState:
-    """One v1 or v2 datagram -> FaceState. Raises PacketError for anything incomplete: a frame
-    without its head part is a truncated one."""
+    """One v1 or v2 datagram -> FaceState. Raises PacketError for anything incomplete or garbled:
+    a frame without its head part (truncated), a named value that is not a number. Parts the
+    converter does not read are skipped whatever their shape, as upstream's reader skips them:
+    app versions add unnamed fields (``34903,-1.666,-0.175``) and longer bone parts."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketError(f"oversized packet ({len(data)} bytes)")
     try:
@@ -72,14 +77,14 @@ def parse_packet(data: bytes) -> FaceState:
         if not part:
             continue
         if part.startswith(("=head#", "head#")):
-            head = _numbers(part.split("#", 1)[1], 6, "head")[:3]  # type: ignore[assignment]
-        elif part.startswith(("rightEye#", "leftEye#")):
-            _numbers(part.split("#", 1)[1], 3, part.split("#", 1)[0])  # validated; the converter reads eyeLook shapes
+            head = _numbers(part.split("#", 1)[1], 6, "head", more_ok=True)[:3]  # type: ignore[assignment]
+        elif "#" in part:
+            continue  # eye bones and any newer ones: the converter reads the eyeLook shapes instead
         else:
             sep = "&" if "&" in part else "-"  # v2 / v1
             name, found, value = part.partition(sep)
-            if not found or not name:
-                raise PacketError(f"unreadable part '{part[:40]}'")
+            if not found or not name.isidentifier():
+                continue  # no name: not a blend shape
             (number,) = _numbers(value, 1, name)
             name = _arkit_name(name)
             if name in _KNOWN:  # newer app versions add extra fields; they are not errors
@@ -94,12 +99,21 @@ def format_packet(face: FaceState, version: int = 2) -> bytes:
     sep = "&" if version == 2 else "-"
     parts = []
     for name, value in face.blendshapes.items():
-        short = name[:-4] + "_L" if name.endswith("Left") else name[:-5] + "_R" if name.endswith("Right") else name
-        parts.append(f"{short}{sep}{round(value * 100)}")
+        parts.append(f"{_app_name(name)}{sep}{round(value * 100)}")
     pitch, yaw, roll = face.head
     parts.append(f"=head#{pitch:.4f},{yaw:.4f},{roll:.4f},0.0,0.0,-0.35")
     parts += ["rightEye#0.0,0.0,0.0", "leftEye#0.0,0.0,0.0"]
-    return "|".join(parts).encode("utf-8")
+    return ("|".join(parts) + "|").encode("utf-8")
+
+
+def _app_name(name: str) -> str:
+    """The app's spelling: eyeBlink_L for eyeBlinkLeft, but mouthLeft and jawRight as they are
+    (there Left/Right is the direction the jaw or mouth moves, not a side of the face)."""
+    if name in _DIRECTIONS:
+        return name
+    if name.endswith("Left"):
+        return name[:-4] + "_L"
+    return name[:-5] + "_R" if name.endswith("Right") else name
 
 
 class IFacialMocapSource(PoseSource):
