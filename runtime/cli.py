@@ -43,6 +43,9 @@ def serve(
                                     "input (needs sounddevice)."),
     interpolate: bool = typer.Option(True, help="Render model frames ahead and show display-rate frames "
                                      "between them (fastcpu); --no-interpolate: newest pose, no lead."),
+    allow_origin: List[str] = typer.Option(["*"], "--allow-origin", help="Web origins whose pages may call "
+                                           "the API (repeatable), e.g. http://127.0.0.1:8000 for SillyTavern "
+                                           "only; default: any, as SillyTavern-extras."),
 ) -> None:
     """Serve the SillyTavern-extras talkinghead API.
 
@@ -51,7 +54,7 @@ def serve(
     from tha.runtime.server import ServeConfig, serve as run
 
     config = ServeConfig(resolve_model(model_dir), backend.value, device, tuple(students), _settings(animator),
-                         emotions, microphone, interpolate, precision_name(precision))
+                         emotions, microphone, interpolate, precision_name(precision), tuple(allow_origin))
     run(config, host, port, virtual_camera)
 
 

@@ -24,6 +24,7 @@ from typing import Annotated, Any, Callable, Coroutine
 import numpy as np
 from fastapi import Body, FastAPI, File, HTTPException, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from PIL import Image
@@ -57,6 +58,9 @@ class ServeConfig:
     microphone: bool = False  # live lip sync from the default audio input
     interpolate: bool = True  # model frames rendered ahead, display-rate frames between (fastcpu)
     precision: str | None = None  # fp16 / fp32 for a backend that offers both (cuda); None: its default
+    # Web pages that may call the API: SillyTavern runs in the browser on another origin (its own
+    # port), so without CORS it cannot read a reply or send a JSON body. Extras allows every origin.
+    allow_origins: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,14 @@ def create_app(state: LiveState) -> FastAPI:
     # Content-Length before reading (413 "Content Too Large") and counts the bytes as they stream.
     app = FastAPI(title="tha serve", docs_url=None, redoc_url=None, max_body_size=MAX_JSON_BYTES)
     app.router.route_class = LimitedJsonRoute
+    app.add_middleware(CORSMiddleware, allow_origins=list(state.config.allow_origins),
+                       allow_methods=["GET", "POST"], allow_headers=["*"])
     api = "/api/talkinghead"
+
+    @app.get("/api/modules")
+    async def modules() -> dict[str, list[str]]:
+        """What SillyTavern asks first: it calls talkinghead endpoints only when listed here."""
+        return {"modules": ["talkinghead"]}
 
     @app.exception_handler(ThaError)
     async def _bad_input(request: Request, err: ThaError) -> JSONResponse:

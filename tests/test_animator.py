@@ -153,7 +153,7 @@ def test_settings_from_dict_ignores_extras_keys_and_refuses_the_rest():
     assert settings_from_dict({"seed": 4}, base=AnimatorSettings(breathing_strength=0.5))[0] == \
         AnimatorSettings(breathing_strength=0.5, seed=4)
     for data, message in [({"blink_intervl_min": 1.0}, "unknown key 'blink_intervl_min'; did you mean 'blink_interval_min'"),
-                          ({"blink_interval_min": 9.0}, "blink_interval_min must not exceed"),
+                          ({"blink_interval_min": 9.0, "blink_interval_max": 2.0}, "blink_interval_min must not exceed"),
                           ({"breathing_strength": "lots"}, "breathing_strength: Value 'lots'"),
                           ({"seed": 1.5}, "seed: "),
                           ({"target_fps": 1e6}, "target_fps=1000000.0 is outside"),

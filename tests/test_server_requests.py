@@ -188,3 +188,49 @@ def test_students_are_model_directories_or_folders_of_them(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="tha"):
         assert find_students((tmp_path / "empty",)) == {}
     assert "no character model (character_model.yaml) in it" in caplog.text
+
+
+def test_sillytavern_in_a_browser_finds_and_may_call_the_api(served):
+    """SillyTavern (a page on its own origin, http://localhost:8000) first asks /api/modules and
+    calls talkinghead only if listed; its JSON POSTs are preflighted, and the browser lets the
+    page read a reply only with CORS headers (as SillyTavern-extras sends them)."""
+    client, state = served
+    page = {"Origin": "http://localhost:8000"}
+    modules = client.get("/api/modules", headers=page)
+    assert modules.json() == {"modules": ["talkinghead"]}
+    assert modules.headers["access-control-allow-origin"] == "*"
+    preflight = client.options("/api/talkinghead/set_emotion", headers={
+        **page, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,authorization,bypass-tunnel-reminder"})
+    assert preflight.status_code == 200 and "POST" in preflight.headers["access-control-allow-methods"]
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert all(h in allowed for h in ("content-type", "authorization", "bypass-tunnel-reminder"))
+    reply = client.post("/api/talkinghead/set_emotion", json={"emotion_name": "joy"}, headers=page)
+    assert reply.text == "emotion set to joy" and reply.headers["access-control-allow-origin"] == "*"
+
+
+def test_the_allowed_origins_can_be_narrowed():
+    from fastapi.testclient import TestClient
+
+    state = RequestsOnly()
+    state.config = ServeConfig(model_dir=DEMO, allow_origins=("http://127.0.0.1:8000",))
+    with TestClient(create_app(state)) as client:
+        mine = client.get("/api/modules", headers={"Origin": "http://127.0.0.1:8000"})
+        other = client.get("/api/modules", headers={"Origin": "https://elsewhere.example"})
+    assert mine.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_partial_animator_file_completes_its_ranges(served):
+    """SillyTavern sends the character's `_animator.json` as it is; one written for extras (sway
+    every 5-10 s) may set only the low end above our default high end (5 s). The high end follows,
+    as extras repairs such files, rather than SillyTavern's upload being refused."""
+    client, state = served
+    reply = client.post("/api/talkinghead/load_animator_settings", json={"sway_interval_min": 6.0})
+    assert reply.status_code == 200, reply.text
+    assert (state.animator.settings.sway_interval_min, state.animator.settings.sway_interval_max) == (6.0, 6.0)
+    reply = client.post("/api/talkinghead/load_animator_settings", json={"blink_interval_max": 1.5})
+    assert reply.status_code == 200 and state.animator.settings.blink_interval_min == 1.5
+    both = client.post("/api/talkinghead/load_animator_settings",
+                       json={"sway_interval_min": 6.0, "sway_interval_max": 3.0})
+    assert both.status_code == 400 and "must not exceed sway_interval_max" in both.json()["detail"]

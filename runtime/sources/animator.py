@@ -32,6 +32,10 @@ _SWAY = np.array([index_of(n) for n in SWAY_PARAMETERS])
 _SWAY_SCALE = np.array([1.0, 1.0, 1.0, 0.5, 0.5])
 
 
+# (low, high) settings pairs: low must not exceed high
+RANGES = (("blink_interval_min", "blink_interval_max"), ("sway_interval_min", "sway_interval_max"))
+
+
 @dataclass(frozen=True)
 class AnimatorSettings:
     """Every timing (seconds) and strength of the idle animation. Names follow
@@ -60,7 +64,7 @@ class AnimatorSettings:
             value = getattr(self, f.name)
             if f.name != "seed" and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
                 raise ThaError(f"animator setting {f.name}={value!r} must be a number >= 0")
-        for low, high in (("blink_interval_min", "blink_interval_max"), ("sway_interval_min", "sway_interval_max")):
+        for low, high in RANGES:
             if getattr(self, low) > getattr(self, high):
                 raise ThaError(f"animator setting {low} must not exceed {high}")
         check_range("animator setting target_fps", self.target_fps, FPS_RANGE)
@@ -91,7 +95,25 @@ def settings_from_dict(data: Mapping[str, Any] | None,
     """A `load_animator_settings` request's body over ``base``, and the extras-only keys it
     ignored, which the server names in its reply."""
     ignored = sorted(k for k in data if k in EXTRAS_ONLY) if isinstance(data, Mapping) else []
+    if isinstance(data, Mapping):
+        data = _with_ranges_completed(data, base or AnimatorSettings())
     return load_animator_settings(data, "load_animator_settings request", base), ignored
+
+
+def _with_ranges_completed(data: Mapping[str, Any], base: AnimatorSettings) -> dict[str, Any]:
+    """A character's `_animator.json` may give one end of a range beyond the other end's default
+    (extras' sway is 5-10 s, ours 2-5 s: {"sway_interval_min": 6}): the end it leaves out follows,
+    as extras repairs such files, instead of the whole file being refused. Both ends given
+    the wrong way round stay an error."""
+    data = dict(data)
+    for low, high in RANGES:
+        if (low in data) == (high in data):
+            continue
+        lo, hi = data.get(low, getattr(base, low)), data.get(high, getattr(base, high))
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+        if numbers and lo > hi:
+            data[high if low in data else low] = data[low if low in data else high]
+    return data
 
 
 def smoothstep(x: float) -> float:
