@@ -43,6 +43,10 @@ def serve(
                                     "input (needs sounddevice)."),
     interpolate: bool = typer.Option(True, help="Render model frames ahead and show display-rate frames "
                                      "between them (fastcpu); --no-interpolate: newest pose, no lead."),
+    classify: Optional[str] = typer.Option(None, "--classify", metavar="MODEL", help="Offer extras' classify "
+                                           "module (chat text -> emotion) with this Hugging Face text-classification "
+                                           "model or folder, e.g. joeddav/distilbert-base-uncased-go-emotions-student "
+                                           "(extras' default; needs `pip install 'tha[classify]'`)."),
     allow_origin: List[str] = typer.Option(["*"], "--allow-origin", help="Web origins whose pages may call "
                                            "the API (repeatable), e.g. http://127.0.0.1:8000 for SillyTavern "
                                            "only; default: any, as SillyTavern-extras."),
@@ -54,7 +58,7 @@ def serve(
     from tha.runtime.server import ServeConfig, serve as run
 
     config = ServeConfig(resolve_model(model_dir), backend.value, device, tuple(students), _settings(animator),
-                         emotions, microphone, interpolate, precision_name(precision), tuple(allow_origin))
+                         emotions, microphone, interpolate, precision_name(precision), tuple(allow_origin), classify)
     run(config, host, port, virtual_camera)
 
 

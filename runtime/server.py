@@ -35,6 +35,7 @@ from tha.models.errors import ThaError
 from tha.models.image import load_rgba
 from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, parse_json
 from tha.models.pose import pose_from_dict, pose_to_dict
+from tha.runtime.classify import EmotionClassifier
 from tha.runtime.emotions import load_emotions, parse_emotions
 from tha.runtime.lipsync import AUDIO_FORMATS, analyse, read_wav
 from tha.runtime.render_loop import LoopOptions, Rendered, RenderLoop
@@ -61,6 +62,9 @@ class ServeConfig:
     # Web pages that may call the API: SillyTavern runs in the browser on another origin (its own
     # port), so without CORS it cannot read a reply or send a JSON body. Extras allows every origin.
     allow_origins: tuple[str, ...] = ("*",)
+    # A text-classification model (hub name or folder) for extras' `classify` module: chat text ->
+    # emotion (tha.runtime.classify); None: the module is not offered.
+    classify_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ class LiveState:
 
             self.source = ListeningAnimator(self.animator, MicrophoneLevel())
         self.students = find_students((config.model_dir, *config.students))
+        self.classifier = EmotionClassifier(config.classify_model) if config.classify_model else None
         self.model_dir = config.model_dir
         rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
         self.frame = EncodedFrame(rgba)  # the still image until the first render lands
@@ -282,6 +287,10 @@ class EmotionRequest(BaseModel):
     emotion_name: str = Field(description="the classifier's label, e.g. joy; unknown ones show neutral")
 
 
+class ClassifyRequest(BaseModel):
+    text: str = Field(description="chat text whose emotion to score")
+
+
 def validation_message(err: RequestValidationError, shown: int = 3) -> str:
     """FastAPI's list of validation errors as one line: where each is, then what."""
     errors = err.errors()
@@ -301,8 +310,26 @@ def create_app(state: LiveState) -> FastAPI:
 
     @app.get("/api/modules")
     async def modules() -> dict[str, list[str]]:
-        """What SillyTavern asks first: it calls talkinghead endpoints only when listed here."""
-        return {"modules": ["talkinghead"]}
+        """What SillyTavern asks first: it calls talkinghead (and classify) endpoints only when listed here."""
+        return {"modules": ["talkinghead", *(["classify"] if state.classifier is not None else [])]}
+
+    def classifier() -> EmotionClassifier:
+        if state.classifier is None:
+            raise HTTPException(403, "the classify module is off; start tha serve with --classify MODEL")
+        return state.classifier
+
+    @app.get("/api/classify/labels")
+    async def classify_labels() -> dict[str, list[str]]:
+        """The emotions the classifier knows: SillyTavern's expression list."""
+        return {"labels": classifier().labels}
+
+    @app.post("/api/classify")
+    async def classify(body: ClassifyRequest) -> dict[str, list[dict[str, Any]]]:
+        """Every label's score for the text, highest first; the character takes the top emotion,
+        as extras' talkinghead follows its classifier."""
+        scores = await asyncio.to_thread(classifier().scores, body.text)
+        state.animator.set_emotion(scores[0].label)
+        return {"classification": [{"label": s.label, "score": s.score} for s in scores]}
 
     @app.exception_handler(ThaError)
     async def _bad_input(request: Request, err: ThaError) -> JSONResponse:

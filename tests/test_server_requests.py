@@ -30,6 +30,7 @@ class RequestsOnly:
         self.config = ServeConfig(model_dir=DEMO)
         self.emotion_defaults = load_emotions()
         self.animator = Animator(self.config.animator, dict(self.emotion_defaults))
+        self.classifier = None
         self.images: list[bytes] = []
         self.rates: list[float] = []  # the render loop's rate after each settings load
 
@@ -234,3 +235,65 @@ def test_a_partial_animator_file_completes_its_ranges(served):
     both = client.post("/api/talkinghead/load_animator_settings",
                        json={"sway_interval_min": 6.0, "sway_interval_max": 3.0})
     assert both.status_code == 400 and "must not exceed sway_interval_max" in both.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def emotion_model(tmp_path_factory) -> Path:
+    """A small text classifier saved as a hub model is (DistilBERT, a WordPiece vocabulary, four
+    of our emotion labels), random but for a bias that makes "sadness" win: what --classify loads,
+    built here because the test machines reach no model hub."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    folder = tmp_path_factory.mktemp("emotion_model")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "am", "so", "happy", "sad", "today", "!"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    labels = ["joy", "sadness", "anger", "neutral"]
+    config = transformers.DistilBertConfig(vocab_size=len(words), dim=16, hidden_dim=32, n_layers=1, n_heads=2,
+                                           max_position_embeddings=64, id2label=dict(enumerate(labels)),
+                                           label2id={label: i for i, label in enumerate(labels)})
+    torch.manual_seed(0)
+    model = transformers.DistilBertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.bias[labels.index("sadness")] = 10.0
+    model.save_pretrained(folder)
+    transformers.DistilBertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return folder
+
+
+def test_classify_scores_chat_text_and_sets_the_emotion(emotion_model, monkeypatch):
+    """Extras' classify module, as SillyTavern uses it: listed in /api/modules, its labels are the
+    expression list, POST /api/classify scores every label (highest first) and the character takes
+    the top one, as extras' talkinghead does. The model runs in a real transformers pipeline."""
+    from fastapi.testclient import TestClient
+
+    from tha.runtime.classify import EmotionClassifier
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    state = RequestsOnly()
+    state.classifier = EmotionClassifier(str(emotion_model))
+    with TestClient(create_app(state)) as client:
+        assert client.get("/api/modules").json() == {"modules": ["talkinghead", "classify"]}
+        assert client.get("/api/classify/labels").json() == {"labels": ["joy", "sadness", "anger", "neutral"]}
+        reply = client.post("/api/classify", json={"text": "i am so sad today !"})
+        missing = client.post("/api/classify", json={"message": "hi"})
+    scores = reply.json()["classification"]
+    assert [row["label"] for row in scores][0] == "sadness" and len(scores) == 4
+    assert [row["score"] for row in scores] == sorted((row["score"] for row in scores), reverse=True)
+    assert sum(row["score"] for row in scores) == pytest.approx(1.0, abs=1e-5)
+    assert state.animator.emotion == "sadness"
+    assert missing.status_code == 422 and "body.text: Field required" in missing.json()["detail"]
+
+
+def test_classify_is_off_without_a_model_and_a_bad_model_is_one_line(served, monkeypatch, tmp_path):
+    pytest.importorskip("transformers")
+    from tha.models.errors import ThaError
+    from tha.runtime.classify import EmotionClassifier
+
+    client, _ = served
+    reply = client.post("/api/classify", json={"text": "hello"})
+    assert reply.status_code == 403 and "--classify MODEL" in reply.json()["detail"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ThaError, match=r"--classify .*empty: cannot load a text-classification model"):
+        EmotionClassifier(str(tmp_path / "empty"))
