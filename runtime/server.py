@@ -17,6 +17,7 @@ import logging
 import socket
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, Coroutine
@@ -456,21 +457,20 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtua
     """Run until interrupted."""
     import uvicorn
 
-    sock = listening_socket(host, port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: anyone on that network can drive this server", host)
-    state = LiveState(config)
-    camera = None
-    if virtual_camera:
-        from tha.runtime.virtualcam import VirtualCamera
+    with closing(listening_socket(host, port)) as sock:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: anyone on that network can drive this server", host)
+        state = LiveState(config)
+        camera = None
+        if virtual_camera:
+            from tha.runtime.virtualcam import VirtualCamera
 
-        camera = VirtualCamera(fps=config.animator.target_fps)
-        state.sinks.append(camera.send)
-    state.start()
-    try:
-        uvicorn.Server(uvicorn.Config(create_app(state), log_level="info")).run(sockets=[sock])
-    finally:
-        sock.close()
-        state.close()
-        if camera is not None:
-            camera.close()
+            camera = VirtualCamera(fps=config.animator.target_fps)
+            state.sinks.append(camera.send)
+        state.start()
+        try:
+            uvicorn.Server(uvicorn.Config(create_app(state), log_level="info")).run(sockets=[sock])
+        finally:
+            state.close()
+            if camera is not None:
+                camera.close()
