@@ -31,7 +31,7 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
-def _open_png(source: str | Path | bytes, label: str) -> Image.Image:
+def open_png(source: str | Path | bytes, label: str) -> Image.Image:
     """Open and decode a PNG, checking its declared size against the pixel limit first (the
     header is read before any pixel is decoded)."""
     try:
@@ -78,7 +78,7 @@ def to_rgba_array(image: Image.Image, label: str, size: int = IMAGE_SIZE) -> np.
 def load_rgba(source: str | Path | bytes, size: int = IMAGE_SIZE) -> np.ndarray:
     """Read a PNG (path or bytes) as validated (size,size,4) straight-alpha uint8."""
     label = "uploaded image" if isinstance(source, bytes) else str(source)
-    return to_rgba_array(_open_png(source, label), label, size)
+    return to_rgba_array(open_png(source, label), label, size)
 
 
 def rgba_to_tensor(rgba: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, StrictFloat
 
 from tha.models.character import MODEL_FILE, load_character_model, model_paths
 from tha.models.errors import ThaError
-from tha.models.image import load_rgba
+from tha.models.image import load_rgba, open_png, to_rgba_array
 from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES, parse_json
 from tha.models.pose import pose_from_dict, pose_to_dict
 from tha.runtime.classify import EmotionClassifier
@@ -232,11 +232,17 @@ class LiveState:
             sink(rgba)
 
     def load_image(self, data: bytes) -> str:
-        """Switch to the trained student of this image if there is one; else keep the model."""
-        rgba = load_rgba(data)
-        match = self.students.get(image_key(rgba))
+        """Switch to the trained student of this image if there is one; else keep the model. A PNG
+        that cannot be a character (no alpha, another size) keeps it too, with the reason: extras
+        answers OK there, and SillyTavern sends the character's templates only after an OK."""
+        image = open_png(data, "uploaded image")  # a broken upload is refused (400)
+        try:
+            match = self.students.get(image_key(to_rgba_array(image, "uploaded image")))
+            reason = "no trained student for this image"
+        except ThaError as err:
+            match, reason = None, str(err)
         if match is None:
-            message = (f"no trained student for this image; keeping {self.model_dir.name} "
+            message = (f"{reason}; keeping {self.model_dir.name} "
                        f"(train one with `tha distill`, then pass it to `tha serve --students`)")
             log.warning(message)
             self.loop.resume()

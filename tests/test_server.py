@@ -151,6 +151,18 @@ def test_sillytavern_session(server, lambda00_dir):
     assert process.poll() is None
 
 
+def test_an_image_that_cannot_be_a_character_keeps_the_model_with_the_reason(server):
+    """An RGB talkinghead.png (or one of another size) is a valid upload that no student can match:
+    200 with the reason, as extras answers OK (SillyTavern sends the character's templates only
+    after an OK); the feed goes on."""
+    client, process, _ = server
+    rgb = io.BytesIO()
+    Image.open(DEMO / "character.png").convert("RGB").save(rgb, format="PNG")
+    reply = client.post("/api/talkinghead/load", files={"file": ("talkinghead.png", rgb.getvalue(), "image/png")})
+    assert reply.status_code == 200 and "no alpha" in reply.text and "keeping demo" in reply.text, reply.text
+    assert decode(read_parts(client, 1)[0]).shape == (512, 512, 4) and process.poll() is None
+
+
 def test_own_pose_endpoint(server):
     client, _, _ = server
     png = (DEMO / "character.png").read_bytes()  # (re)start animating, as after an unload
