@@ -54,6 +54,7 @@ Precision = Annotated[Optional[PrecisionChoice], typer.Option(
 Frames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, help="Stop after N frames (default: until the window closes, the input ends or Ctrl+C).")]
 
+
 def video_output(value: Path | None) -> Path | None:
     """Checked as the command starts, not at its first frame: an unwritable folder or an unknown
     suffix is one line before any model loads."""
@@ -61,8 +62,9 @@ def video_output(value: Path | None) -> Path | None:
 
 
 Record = Annotated[Optional[Path], typer.Option(
-    "--record", callback=video_output, help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep "
-                     "alpha) or, with no suffix, a folder of PNGs.")]
+    "--record", callback=video_output,
+    help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep alpha) or, "
+         "with no suffix, a folder of PNGs.")]
 
 Fps = Annotated[float, typer.Option(
     "--fps", min=FPS_RANGE[0], max=FPS_RANGE[1],

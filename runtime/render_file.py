@@ -24,7 +24,7 @@ from tha.models.limits import parse_json
 from tha.models.pose import pose_from_dict
 from tha.runtime.lipsync import analyse, read_wav
 from tha.runtime.sources.animator import Animator, AnimatorSettings
-from tha.runtime.video import VideoWriter
+from tha.runtime.video import FORMATS, VideoWriter
 
 
 def read_pose_track(path: str | Path) -> list[dict[str, float]]:
@@ -53,9 +53,8 @@ def read_pose_track(path: str | Path) -> list[dict[str, float]]:
     return frames
 
 
-# (muxer, audio codec) of the containers that carry sound; GIFs and PNG folders get none.
-AUDIO_CODECS = {".mp4": ("mp4", "aac"), ".mkv": ("matroska", "aac"), ".mov": ("mov", "aac"),
-                ".webm": ("webm", "libopus")}
+# The audio codec of each container that carries sound; GIFs and PNG folders get none.
+AUDIO_CODECS = {".mp4": "aac", ".mkv": "aac", ".mov": "aac", ".webm": "libopus"}
 
 
 def mux_audio(video: Path, samples: np.ndarray, rate: int) -> None:
@@ -64,9 +63,9 @@ def mux_audio(video: Path, samples: np.ndarray, rate: int) -> None:
 
     from tha.models.files import atomic_path
 
-    muxer, codec = AUDIO_CODECS[video.suffix.lower()]
+    codec = AUDIO_CODECS[video.suffix.lower()]
     with atomic_path(video) as tmp:
-        with av.open(str(video)) as source, av.open(str(tmp), "w", format=muxer) as out:
+        with av.open(str(video)) as source, av.open(str(tmp), "w", format=FORMATS[video.suffix.lower()].muxer) as out:
             video_in = source.streams.video[0]
             video_out = out.add_stream_from_template(video_in)
             audio_out = out.add_stream(codec, rate=48000 if codec == "libopus" else rate, layout="mono")
