@@ -184,7 +184,6 @@ def test_doctor_reports_each_capability_with_a_reason():
     assert not missing.ok and "ModuleNotFoundError" in missing.detail and missing.detail.endswith("`pip install it`")
 
 
-
 def test_a_triton_too_old_for_the_fused_kernels_is_one_line(monkeypatch):
     """Triton 3.0 (torch 2.4's) rejects the fused kernels: doctor says so, and cuda-fused refuses
     in one line before touching a GPU."""
@@ -196,7 +195,11 @@ def test_a_triton_too_old_for_the_fused_kernels_is_one_line(monkeypatch):
     from tha.runtime.backends.cuda import _fused
     from tha.runtime.doctor import check_triton
 
+    import tha.runtime.backends as backends
+
     monkeypatch.setattr(triton, "__version__", "3.0.0")
+    # re-imported below: the package's attribute comes back too, or later tests would patch a copy
+    monkeypatch.delattr(backends, "fused_levels", raising=False)
     monkeypatch.delitem(sys.modules, "tha.runtime.backends.fused_levels", raising=False)
     check = check_triton()
     assert not check.ok and "Triton 3.0.0 is older than 3.2" in check.detail and "pip install -U triton" in check.detail

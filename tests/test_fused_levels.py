@@ -3,6 +3,8 @@ in Triton's CPU interpreter (conftest sets it up; bigger blocks there, as it pay
 so their arithmetic is checked here; their speed only on a GPU."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -98,7 +100,7 @@ class SmallSharedMemory:
 def test_levels_too_big_for_the_gpu_run_layer_by_layer(bodies, monkeypatch):
     """A consumer GPU: the 256-wide level stays layer by layer (with a warning saying why), the
     512x512 one still fuses, and the fields are as close to fp32 as before."""
-    from tha.runtime.backends import fused_levels
+    fused_levels = sys.modules[FusedBody.__module__]  # the module FusedBody reads its kernel from
 
     exact, half, _ = bodies
     monkeypatch.setattr(fused_levels, "_level_kernel", SmallSharedMemory(fused_levels._level_kernel, widest=128))
@@ -116,7 +118,7 @@ def test_a_gpu_that_fits_no_fused_level_is_one_line(model, monkeypatch):
     """Nothing fits: the face runs layer by layer, and the body, with nothing left to fuse, refuses
     in one line naming --backend cuda."""
     from tha.models.errors import ThaError
-    from tha.runtime.backends import fused_levels
+    fused_levels = sys.modules[FusedBody.__module__]  # the module FusedBody reads its kernel from
 
     face = fp16_gemms(FoldedFace(model.face_morpher).eval().to(DEVICE))
     body = fp16_gemms(FoldedBody(model.body_morpher).eval().to(DEVICE))

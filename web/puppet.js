@@ -162,8 +162,11 @@ export class Puppet {
 
   requestCalibration(frames = 15) { this.calibration = { faces: [], frames }; }
 
-  rawPose(face) {
+  // Mapping (with breathing at time t, when given: tracking sees none) + gain/offset + clipping.
+  rawPose(face, t) {
     const pose = mapFace(relativeToNeutral(face, this.c), this.c, this.index, this.neutral);
+    const cycle = this.c.breathing_cycle_duration;
+    if (t != null && cycle > 0) pose[this.index.breathing] = 0.5 * (1 - Math.cos(2 * Math.PI * t / cycle));
     for (const [name, g] of Object.entries(this.c.gain)) pose[this.index[name]] *= g;
     for (const [name, o] of Object.entries(this.c.offset)) pose[this.index[name]] += o;
     this.site.pose.forEach((p) => { pose[p.index] = clip(pose[p.index], p.lower, p.upper); });
@@ -177,7 +180,7 @@ export class Puppet {
       this.calibration.faces.push(face);
       if (this.calibration.faces.length >= this.calibration.frames) this.setNeutral(this.calibration.faces);
     }
-    const pose = this.rawPose(face);
+    const pose = this.rawPose(face, t);
     return t === undefined ? pose : this.filter.filter(pose, t);
   }
 
