@@ -155,6 +155,11 @@ def test_puppet_bad_input_is_one_line(lambda00_dir, tmp_path):
     assert result.returncode == 2 and result.stderr.strip().startswith("error: --source video needs the video file")
     result = _run_tha("puppet", str(lambda00_dir), "--source", "video", str(tmp_path / "none.mp4"), "--offscreen")
     assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+    # headless, a camera that does not open is an error (a window shows it on the panel instead)
+    result = _run_tha("puppet", str(lambda00_dir), "--source", "webcam", "--camera", "97", "--offscreen",
+                      "--frames", "1")
+    assert result.returncode == 2 and "error: cannot open camera 97; pick another --camera" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # OpenCV's own log lines included
 
 
 @pytest.mark.slow

@@ -142,6 +142,12 @@ def puppet(
     # Headless video renders frame by frame; in a window it plays in real time.
     driver = make_puppeteer(source, load_converter(profile, calibrate), bind=bind, port=port, phone=phone,
                             camera=camera, face_landmarker=face_landmarker, video=video, realtime=not offscreen)
+    if offscreen and source is Puppeteer.webcam:
+        # a window shows "no camera" on its panel; a headless run has nobody to show it to
+        driver.start()
+        if not driver.opened:
+            driver.close()
+            raise ThaError(f"cannot open camera {camera}; pick another --camera (0 is the first), or run `tha doctor`")
     _require_display_unless(offscreen)
     with open_backend(backend.value, resolve_model(model_dir), device, precision_name(precision)) as engine:
         if source is Puppeteer.video and offscreen:

@@ -215,7 +215,12 @@ class CaptureSource(PoseSource):
             return
         import cv2
 
-        self._capture = cv2.VideoCapture(str(self.path) if self.path is not None else self.device)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failure is said below, in one line
+        try:
+            self._capture = cv2.VideoCapture(str(self.path) if self.path is not None else self.device)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if not self._capture.isOpened():
             what = f"video '{self.path}'" if self.path is not None else f"camera {self.device}"
             self._status = f"no camera: cannot open {what}"
@@ -231,6 +236,11 @@ class CaptureSource(PoseSource):
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
+
+    @property
+    def opened(self) -> bool:
+        """Whether ``start`` opened the camera or file."""
+        return self._capture is not None and self._capture.isOpened()
 
     def _loop(self) -> None:
         started = time.monotonic()
