@@ -25,11 +25,16 @@ from tha.runtime.sources.base import PoseSource
 MOUTH_SHAPES = ("mouth_aaa", "mouth_iii", "mouth_uuu", "mouth_eee", "mouth_ooo")
 _MOUTH = np.array([index_of(n) for n in MOUTH_SHAPES])
 _BLINK = np.array([index_of("eye_wink_left"), index_of("eye_wink_right")])
-_BREATHING = index_of("breathing")
+BREATHING = index_of("breathing")
 # Sway moves these; the body follows the head at half the strength.
 SWAY_PARAMETERS = ("head_x", "head_y", "neck_z", "body_y", "body_z")
 _SWAY = np.array([index_of(n) for n in SWAY_PARAMETERS])
 _SWAY_SCALE = np.array([1.0, 1.0, 1.0, 0.5, 0.5])
+
+
+def breath(seconds: float, cycle: float) -> float:
+    """How far in the breathing parameter is after ``seconds``: 0 -> 1 -> 0 over each ``cycle``."""
+    return 0.5 * (1.0 - math.cos(2.0 * math.pi * seconds / cycle))
 
 
 # (low, high) settings pairs: low must not exceed high
@@ -109,10 +114,11 @@ def _with_ranges_completed(data: Mapping[str, Any], base: AnimatorSettings) -> d
     for low, high in RANGES:
         if (low in data) == (high in data):
             continue
+        given, missing = (low, high) if low in data else (high, low)
         lo, hi = data.get(low, getattr(base, low)), data.get(high, getattr(base, high))
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
         if numbers and lo > hi:
-            data[high if low in data else low] = data[low if low in data else high]
+            data[missing] = data[given]
     return data
 
 
@@ -215,8 +221,7 @@ class Animator(PoseSource):
             self._base += (self._target_pose() - self._base) * self._ease(dt, s.transition_time)
             pose = self._base.copy()
             pose[_SWAY] += self._sway(now)
-            pose[_BREATHING] = s.breathing_strength * 0.5 * (1 - math.cos(2 * math.pi * (now - self._start)
-                                                                           / s.breathing_cycle_duration))
+            pose[BREATHING] = s.breathing_strength * breath(now - self._start, s.breathing_cycle_duration)
             pose[_BLINK] = np.maximum(pose[_BLINK], self._blink(now))
             pose[_MOUTH] = np.maximum(pose[_MOUTH], self._mouth_shapes(now, dt))
             return np.clip(pose, LOWER, UPPER).astype(np.float32)

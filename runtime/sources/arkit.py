@@ -36,7 +36,6 @@ through the One Euro filter. The settings live in a YAML profile
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,9 +47,8 @@ from tha.models.errors import ThaError
 from tha.models.files import atomic_write_text
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
 from tha.models.settings import load_settings
+from tha.runtime.sources.animator import BREATHING, breath
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
-
-_BREATHING = index_of("breathing")
 
 BLENDSHAPE_NAMES: tuple[str, ...] = tuple(
     [f"eyeLook{d}{s}" for s in ("Left", "Right") for d in ("In", "Out", "Down", "Up")]
@@ -266,7 +264,7 @@ class ArkitConverter:
         pose = map_face(relative_to_neutral(face, self.settings), self.settings)
         cycle = self.settings.breathing_cycle_duration
         if t is not None and cycle > 0:
-            pose[_BREATHING] = 0.5 * (1.0 - math.cos(2.0 * math.pi * t / cycle))
+            pose[BREATHING] = breath(t, cycle)
         for name, gain in self.settings.gain.items():
             pose[index_of(name)] *= gain
         for name, offset in self.settings.offset.items():
