@@ -75,7 +75,7 @@ def check_export_target(model_dir: Path, out_dir: Path) -> None:
 
 
 def export_student(model_dir: Path, out_dir: Path, options: ExportOptions) -> ExportResult:
-    """Export every graph, write export.json, verify; raise ThaError past the bounds.
+    """Export every graph, verify, write export.json; raise ThaError past the bounds.
 
     Everything is written into a temporary folder beside ``out_dir`` that takes its place only
     when complete: a killed export leaves the old export (or none), never a mixture."""
@@ -102,6 +102,10 @@ def export_student(model_dir: Path, out_dir: Path, options: ExportOptions) -> Ex
             result.files += build_engines(result.files, options.fp16)
         if options.verify_poses:
             result.parity = verify(model, work, options)
+            if not result.ok:  # raised inside: the old export stays, these graphs are never used
+                failed = "; ".join(p.line().removesuffix("  FAIL") for p in result.parity if not p.ok)
+                raise ThaError(f"exported graphs exceed the error bounds against PyTorch ({failed}); "
+                               f"nothing was written to {out_dir}")
         write_manifest(result, sources, options)
     return ExportResult(out_dir, [out_dir / p.name for p in result.files], result.parity)
 

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from tha.models.limits import FPS_RANGE
 from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Fps, Frames, Precision, precision_name,
                                 video_output)
 
@@ -46,7 +47,7 @@ def serve(
     classify: Optional[str] = typer.Option(None, "--classify", metavar="MODEL", help="Offer extras' classify "
                                            "module (chat text -> emotion) with this Hugging Face text-classification "
                                            "model or folder, e.g. joeddav/distilbert-base-uncased-go-emotions-student "
-                                           "(extras' default; needs `pip install 'tha[classify]'`)."),
+                                           "(extras' default; needs `pip install 'tha\\[classify]'`)."),  # \\[: not Rich markup
     allow_origin: List[str] = typer.Option(["*"], "--allow-origin", help="Web origins whose pages may call "
                                            "the API (repeatable), e.g. http://127.0.0.1:8000 for SillyTavern "
                                            "only; default: any, as SillyTavern-extras."),
@@ -78,7 +79,8 @@ def render(
     backend: Backend = BackendChoice.auto,
     device: Device = "cpu",
     precision: Precision = None,
-    model_fps: Optional[float] = typer.Option(None, help="Run the student at about this rate and "
+    model_fps: Optional[float] = typer.Option(None, min=FPS_RANGE[0], max=FPS_RANGE[1],
+                                              help="Run the student at about this rate and "
                                               "interpolate the frames between (fastcpu; faster)."),
 ) -> None:
     """Render an animated character to a video file or PNG frames.
@@ -119,6 +121,11 @@ def bench(
     from tha.runtime.interpolate import can_interpolate
     from tha.runtime.renderer import BACKENDS, open_backend
 
+    from tha.models.files import check_output_path
+    from tha.models.hub import resolve_model
+
+    model_dir = resolve_model(model_dir)
+    check_output_path(chart)  # before minutes of timing, not after
     names = parse_backends(backends, list(BACKENDS))
     poses = bench_poses(frames + warmup, head_only)
     rows: list[Row] = []

@@ -82,7 +82,11 @@ def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
 
 def _decode_mono(container: av.container.InputContainer, stream: av.AudioStream,
                  label: str) -> tuple[np.ndarray, int]:
-    rate = stream.sample_rate
+    try:
+        rate = stream.sample_rate
+    except AttributeError:  # PyAV has no rate for a stream FFmpeg found no codec parameters for
+        raise ThaError(f"{label}: the audio stream has no readable sample rate or format (a broken "
+                       "header?); export it again as WAV, MP3 or Ogg") from None
     declared = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / av.time_base
     check_audio(rate, int(declared * rate), label)  # before decoding: the header declares both
     # Planar float keeps each channel apart, so the mix below is the plain mean of the channels

@@ -32,6 +32,14 @@ def precision_name(precision: PrecisionChoice | None) -> str | None:
 def _torch_device(value: str) -> str:
     if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
         raise typer.BadParameter(f"'{value}' is not a device; use cpu, cuda or cuda:N")
+    if value != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():  # else torch's own assertion, a traceback, at the first tensor
+            raise typer.BadParameter(f"{value}: no CUDA device here (torch {torch.__version__}); use cpu, "
+                                     "or see `tha doctor`")
+        if value != "cuda" and int(value.split(":")[1]) >= torch.cuda.device_count():
+            raise typer.BadParameter(f"{value}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return value
 
 

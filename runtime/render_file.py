@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import replace
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from tha.models.errors import ThaError
 from tha.models.limits import parse_json
-from tha.models.pose import pose_from_dict
+from tha.models.pose import index_of, pose_from_dict
 from tha.runtime.lipsync import analyse, read_wav
 from tha.runtime.sources.animator import Animator, AnimatorSettings
 from tha.runtime.video import FORMATS, VideoWriter
@@ -37,6 +38,7 @@ def read_pose_track(path: str | Path) -> list[dict[str, float]]:
     except (OSError, UnicodeDecodeError) as err:
         raise ThaError(f"cannot read pose track {path} ({err})") from None
     frames = []
+    clamped_lines: list[int] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -46,10 +48,20 @@ def read_pose_track(path: str | Path) -> list[dict[str, float]]:
             raise ThaError(f"{err}; each line is an object like " '{"head_x": 0.2}') from None
         if not isinstance(values, dict):
             raise ThaError(f"{path}:{number} must be a JSON object of parameter -> value")
-        pose_from_dict(values, clamp=False)  # name the bad line now, not mid-render
-        frames.append(values)
+        with warnings.catch_warnings(record=True) as clamped:  # one summary below, not one per line
+            warnings.simplefilter("always")
+            try:  # name the bad line now, not mid-render
+                pose = pose_from_dict(values)
+            except ThaError as err:
+                raise ThaError(f"{path}:{number}: {err}") from None
+        if clamped:
+            clamped_lines.append(number)
+        frames.append({name: float(pose[index_of(name)]) for name in values})
     if not frames:
         raise ThaError(f"pose track {path} has no frames")
+    if clamped_lines:  # as `tha pose` does with out-of-range values
+        warnings.warn(f"pose track {path}: {len(clamped_lines)} line(s) had values outside their ranges "
+                      f"(first: line {clamped_lines[0]}); clamped to the ranges", stacklevel=2)
     return frames
 
 

@@ -130,8 +130,9 @@ class RenderLoop:
                 else:
                     try:
                         once()
-                    except Exception:
-                        log.exception("rendering a frame failed")
+                    except Exception as err:
+                        log.exception("rendering a frame failed: %s", err)
+                        self._stop.wait(self.display_period)  # a frame that keeps failing must not spin
         except BaseException as err:
             self.error = err
             self._stop.set()

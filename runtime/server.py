@@ -47,6 +47,7 @@ from tha.runtime.sources.base import PoseSource
 log = logging.getLogger("tha.serve")
 
 BOUNDARY = "frame"
+GRACEFUL_SHUTDOWN_S = 2.0  # seconds open streams get to finish when the server stops
 
 
 @dataclass
@@ -170,12 +171,14 @@ class LiveState:
             from tha.runtime.lipsync import MicrophoneLevel
 
             self.source = ListeningAnimator(self.animator, MicrophoneLevel())
+        # the model first: its own error, before it is searched as one of the students
+        rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
         self.students = find_students((config.model_dir, *config.students))
         self.classifier = EmotionClassifier(config.classify_model) if config.classify_model else None
         self.model_dir = config.model_dir
-        rgba = load_rgba(model_paths(config.model_dir)["character_image_file_name"])
         self.frame = EncodedFrame(rgba)  # the still image until the first render lands
         self.frames_shown = 0
+        self.stopping = threading.Event()  # set as the server begins to stop: feed streams end
         self.sinks: list[Callable[[np.ndarray], None]] = []
         self._swap = threading.Lock()
         self._finished_frames = 0  # model frames of loops already replaced
@@ -400,7 +403,7 @@ def create_app(state: LiveState) -> FastAPI:
 
         async def parts():
             due = time.monotonic()
-            while True:
+            while not state.stopping.is_set():
                 data = await asyncio.to_thread(state.frame.get, fmt)
                 yield (f"--{BOUNDARY}\r\nContent-Type: {fmt.mime}\r\nContent-Length: {len(data)}\r\n\r\n"
                        .encode() + data + b"\r\n")
@@ -459,6 +462,19 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _stopping_server(config, stopping: threading.Event):
+    """uvicorn's server, telling the feed streams to end when a signal asks it to stop, so that
+    they finish within the graceful period instead of being cancelled at its end."""
+    import uvicorn
+
+    class StoppingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer(config)
+
+
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtual_camera: bool = False) -> None:
     """Run until interrupted."""
     import uvicorn
@@ -475,7 +491,11 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtua
             state.sinks.append(camera.send)
         state.start()
         try:
-            uvicorn.Server(uvicorn.Config(create_app(state), log_level="info")).run(sockets=[sock])
+            # SillyTavern holds result_feed open while its tab is: without a limit, Ctrl+C or a
+            # service stop waits on that stream for ever
+            app_config = uvicorn.Config(create_app(state), log_level="info",
+                                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+            _stopping_server(app_config, state.stopping).run(sockets=[sock])
         finally:
             state.close()
             if camera is not None:

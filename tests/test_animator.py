@@ -158,6 +158,11 @@ def test_settings_from_dict_ignores_extras_keys_and_refuses_the_rest():
                           ({"seed": 1.5}, "seed: "),
                           ({"target_fps": 1e6}, "target_fps=1000000.0 is outside"),
                           ({"seed": "${oc.env:HOME}"}, "interpolation is not taken"),
+                          # numpy's generator takes no negative seed; a cycle of 1e-310 s made cos(inf)
+                          # fail every frame of a running server
+                          ({"seed": -1}, "seed=-1 must be a whole number >= 0"),
+                          ({"breathing_cycle_duration": 1e-310}, "breathing_cycle_duration=1e-310 must be at least"),
+                          ({"sway_interval_min": 0, "sway_interval_max": 0.01}, "sway_interval_max=0.01 must be at least"),
                           ([1, 2], "must be a mapping")]:
         with pytest.raises(ThaError, match=re.escape(message)) as err:
             settings_from_dict(data)

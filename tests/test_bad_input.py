@@ -170,6 +170,11 @@ def test_rgba8_colour_is_zero_where_alpha_is(model, tmp_path):
     (["serve", DEMO, "--port", "99999"], ["'--port'", "65535", "see `tha serve --help`"]),
     (["pose"], ["Missing argument", "see `tha pose --help`"]),
     (["nosuch"], ["No such command 'nosuch'", "see `tha --help`"]),
+    # --model-fps had no range: nan was a traceback, 0 or -5 passed
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "nan"], ["'--model-fps'", "240"]),
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "0"], ["'--model-fps'", "greater than or equal to 1"]),
+    pytest.param(["pose", DEMO, "--device", "cuda", "-o", "x.png"], ["no CUDA device here", "use cpu"],
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_command_line_mistakes_are_one_line(args, fragments):
     """click's own errors (a value out of range, a missing argument, an unknown command) come out
@@ -187,3 +192,12 @@ def test_serving_on_a_taken_port_is_one_line_before_the_model_loads():
         result = tha("serve", DEMO, "--port", port, timeout=120)
     assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "pass another --port", code=2)
     assert result.stderr.count("\n") == 1, result.stderr  # no backend opened, no startup log
+
+
+def test_serving_a_missing_model_names_the_model_not_students(tmp_path):
+    """It said `--students /x: no such folder` for a MODEL the user typed wrong."""
+    from tha.runtime.feed_bench import free_port
+
+    result = tha("serve", tmp_path / "no_such_model", "--port", free_port(), timeout=120)
+    assert_one_line_error(result, f"model directory {tmp_path / 'no_such_model'} does not exist")
+    assert "--students" not in result.stderr

@@ -411,6 +411,12 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     (tmp_path / "a_file").write_text("x")
     assert "is a file" in run("under", prefix=str(tmp_path / "a_file/run"))
     assert "is a file" in run("isfile", prefix=str(tmp_path / "a_file"))
+    # something in the way of an output inside the prefix: refused before training, not after it
+    (tmp_path / "cm_in_way").mkdir()
+    (tmp_path / "cm_in_way/character_model").write_text("x")
+    assert "character_model is a file where the run writes" in run("cm_in_way", prefix=str(tmp_path / "cm_in_way"))
+    (tmp_path / "crowded/snapshot.pt").mkdir(parents=True)
+    assert "snapshot.pt is a folder where the run writes" in run("crowded", prefix=str(tmp_path / "crowded"))
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
@@ -571,3 +577,25 @@ def test_distill_bench_times_the_distillers_own_steps(tmp_path, monkeypatch):
         assert rate > 0 and 0 < teacher_share < 1
     assert steps == ["face"] * 4 + ["body"] * 4
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_a_character_image_changed_since_the_snapshot(shared, tmp_path):
+    """The config text was the same, so a resume went on with another character's image, mixing
+    a face learned on one with the other's character.png."""
+    import shutil
+
+    image, _ = _images(shared)
+    copy = tmp_path / "mychar.png"
+    shutil.copyfile(image, copy)
+    short = _tiny(shared, tmp_path / "run", character_image_file_name=str(copy),
+                  face={**_tiny(shared, tmp_path)["face"], "num_examples": 8},
+                  body={"resolution": 32, "phases": [
+                      {"end": 4, "learning_rate": 1e-3, "blended": 1, "warped": 1, "grid_change": 1, "color_change": 1}]})
+    config = _write(tmp_path / "run.yaml", short)
+    distill(load_config(config))
+    assert set(load_snapshot(tmp_path / "run")["inputs"]) == {"character_image_file_name", "face_mask_image_file_name"}
+    shutil.copyfile(shared / "tha4-data/images/lambda_01.png", copy)
+    line = _one_error_line(_cli("distill", "run", str(config), "--resume"))
+    assert "character_image_file_name changed since" in line and "put the old file back" in line
+    shutil.copyfile(image, copy)  # the same bytes again: the resume is allowed
+    distill(load_config(config), resume=True)

@@ -332,3 +332,24 @@ def test_graphs_pick_the_batch_with_squeeze_not_a_copying_gather(export00):
         assert "Gather" not in {n.op_type for n in graph.node}, name
         used = {i for n in graph.node for i in n.input}
         assert not [t.name for t in graph.initializer if t.name not in used], name
+
+
+def test_an_export_past_the_bounds_replaces_nothing(demo_exported, monkeypatch):
+    """Graphs that fail their check used to be swapped in (the good export deleted) before the
+    error, and the backends then ran them. Now the old export stays and says nothing changed."""
+    from tha.export import exporter
+
+    before = {p.name: p.read_bytes() for p in (demo_exported / "export").iterdir()}
+    real_verify = exporter.verify
+
+    def one_graph_off(model, out_dir, options):
+        parity = real_verify(model, out_dir, options)
+        parity[0].ok = False  # as a graph past the bounds reports itself
+        return parity
+
+    monkeypatch.setattr(exporter, "verify", one_graph_off)
+    with pytest.raises(ThaError, match="exceed the error bounds .* nothing was written to") as err:
+        export_student(demo_exported, demo_exported / "export", ExportOptions(verify_poses=1))
+    assert "FAIL" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in (demo_exported / "export").iterdir()} == before
+    assert [p.name for p in demo_exported.iterdir() if p.name.startswith(".")] == []

@@ -37,6 +37,8 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(mirror, tmp_path):
     assert target == tmp_path / "cache" / "tiny"
     assert {p.name: p.read_bytes() for p in target.iterdir()} == FILES
     assert fetched == [(n, len(d)) for n, d in FILES.items()]
+    from tha.models.files import umask  # pooch's temporary files are 0600; ours follow the umask
+    assert {p.stat().st_mode & 0o777 for p in target.iterdir()} == {0o666 & ~umask()}
     fetched.clear()
     (root / "tiny" / "face_morpher.pt").unlink()  # intact cached files are not asked for again
     assert hub.fetch_model("tiny", tmp_path / "cache", url, progress=lambda f, n: fetched.append((f, n))) == target
@@ -118,3 +120,26 @@ def test_a_local_folder_mirror_is_copied_and_verified(mirror, tmp_path, as_url):
     (root / "tiny" / "face_morpher.pt").unlink()
     with pytest.raises(ThaError, match="the mirror has no .*face_morpher.pt; point --base-url at a folder"):
         hub.fetch_model("tiny", tmp_path / "cache", base)
+
+
+def test_bench_and_export_take_a_fetched_models_name(tmp_path):
+    """`tha bench lambda_00` (the README's own example) and `tha export lambda_00` said the
+    fetched model did not exist; view, render and pose already took the name."""
+    import shutil
+    from pathlib import Path
+
+    from cli import assert_one_line_error, tha
+
+    home = tmp_path / "home"
+    # the small demo student stands in for a fetched model: only the name's lookup is under test
+    shutil.copytree(Path(__file__).resolve().parents[1] / "configs" / "demo", home / "models" / "lambda_00")
+    env = {"THA_HOME": str(home)}
+    bench = tha("bench", "lambda_00", "--backends", "fastcpu", "--frames", "1", "--warmup", "0",
+                "--chart", tmp_path / "b.png", env=env)
+    assert bench.returncode == 0 and (tmp_path / "b.png").is_file(), bench.stderr
+    exported = tha("export", "lambda_00", "--onnx", "-o", tmp_path / "export", "--verify-poses", "1", env=env)
+    assert exported.returncode == 0 and (tmp_path / "export" / "student.onnx").is_file(), exported.stderr
+    # the chart's path is checked before the timing, not after it
+    started = tha("bench", "lambda_00", "--backends", "fastcpu", "--frames", "1", "--chart", tmp_path, env=env)
+    assert_one_line_error(started, "is a directory")
+    assert "ms/frame" not in started.stdout

@@ -146,13 +146,21 @@ def test_lossless_audio_is_the_wav_and_stereo_is_the_mean_of_its_channels(tmp_pa
     assert np.allclose(stereo, samples / 4, atol=1 / 32768)
 
 
+def _zero_bits(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[34:36] = b"\0\0"
+    return bytes(data)
+
+
 def test_bad_audio_is_one_clear_error(tmp_path):
     (tmp_path / "fake.wav").write_bytes(b"ID3 not a wav at all")
     cases = {tmp_path / "missing.wav": "does not exist",
              tmp_path / "fake.wav": "not an audio file FFmpeg can read",
              b"": "not an audio file FFmpeg can read",
              Path(__file__).resolve().parents[1] / "configs" / "demo" / "character.png": "has no audio track",
-             write_wav(tmp_path / "empty.wav", np.zeros(0)).read_bytes(): "has no samples"}
+             write_wav(tmp_path / "empty.wav", np.zeros(0)).read_bytes(): "has no samples",
+             # a header of 0 bits per sample (bytes 34-35): PyAV then has no sample rate (a 500 once)
+             _zero_bits(write_wav(tmp_path / "tone.wav", np.zeros(1600))): "no readable sample rate"}
     for source, needle in cases.items():
         with pytest.raises(ThaError, match=needle) as caught:
             read_wav(source)

@@ -2,6 +2,7 @@
 and `tha puppet` end to end on lambda_00 driven by a video of a real face."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -98,6 +99,17 @@ def test_a_puppet_breathes_on_the_animators_cycle():
     assert _pose_value(still, "breathing") == 0.0
     with pytest.raises(ThaError, match="breathing_cycle_duration -1.0 must be 0"):
         ConverterSettings(breathing_cycle_duration=-1.0)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"breathing_cycle_duration": 1e-310}, "breathing_cycle_duration 1e-310 must be 0 (off) or seconds >= 0.1"),
+    ({"head_range": (0.0, 10.0, 15.0)}, "head_range[0] 0.0 must be > 0 degrees"),
+    ({"smoothing": OneEuroSettings(derivative_cutoff=0.0)}, "smoothing.derivative_cutoff 0.0 must be > 0 Hz"),
+])
+def test_profile_divisors_are_refused_up_front(settings, message):
+    """Each of these divided by zero in the tracking thread, which died while the puppet ran on."""
+    with pytest.raises(ThaError, match=re.escape(message)):
+        ConverterSettings(**settings)
 
 
 def test_profile_round_trip_and_the_shipped_default(tmp_path):

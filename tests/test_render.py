@@ -163,3 +163,20 @@ def test_model_fps_interpolates_between_model_frames(tmp_path):
     for i in (1, 2):
         assert not np.array_equal(got[i], got[0]) and not np.array_equal(got[i], got[3])
         assert np.abs(got[i] - truth[i]).mean() < np.abs(truth[0] - truth[i]).mean()
+
+
+def test_pose_track_values_are_clamped_as_tha_pose_clamps_them(tmp_path):
+    """Out-of-range values in a track were refused although the README (and `tha pose`) clamp
+    them with a warning; one warning for the track, not one a frame. A wrong value names its line."""
+    from tha.models.errors import ThaError
+    from tha.runtime.render_file import read_pose_track
+
+    track = tmp_path / "track.jsonl"
+    track.write_text('{"head_x": 0.2}\n{"head_x": 1.5, "eye_wink_left": -3}\n{"head_x": 2}\n')
+    with pytest.warns(UserWarning) as caught:
+        frames = read_pose_track(track)
+    assert frames == [{"head_x": pytest.approx(0.2)}, {"head_x": 1.0, "eye_wink_left": 0.0}, {"head_x": 1.0}]
+    assert len(caught) == 1 and "2 line(s) had values outside their ranges (first: line 2)" in str(caught[0].message)
+    track.write_text('{"head_x": 0.2}\n\n{"eye_wink_left": "x"}\n')
+    with pytest.raises(ThaError, match=f"{track}:3: pose parameter 'eye_wink_left' has value 'x'"):
+        read_pose_track(track)

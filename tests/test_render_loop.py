@@ -19,7 +19,7 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 class Nodding(PoseSource):
     """A new head angle on every read; the reads listed in ``fail_at`` raise instead."""
 
-    def __init__(self, fail_at: set[int]):
+    def __init__(self, fail_at):
         self.reads, self.fail_at = 0, fail_at
 
     def read(self, now: float) -> np.ndarray:
@@ -27,6 +27,11 @@ class Nodding(PoseSource):
         if self.reads in self.fail_at:
             raise RuntimeError("tracker lost")
         return pose_from_dict({"head_x": float(np.sin(self.reads))})
+
+
+class Everything:
+    def __contains__(self, read: int) -> bool:
+        return True
 
 
 def wait_until(condition, seconds: float = 60.0) -> bool:
@@ -49,6 +54,20 @@ def test_keep_going_skips_a_failed_frame_and_sinks_see_every_frame():
     assert [r.serial for r in sunk] == list(range(1, len(sunk) + 1)) and len(sunk) >= 3
     latest = loop.latest()
     np.testing.assert_array_equal(latest.frame.host(), backend.render(latest.pose).host())
+
+
+def test_a_frame_that_keeps_failing_is_retried_at_the_display_rate_with_its_reason(caplog):
+    """A server whose every frame failed (a bad setting) retried at once, 71,000 log lines in
+    3 s with no reason given; now once a display period, each line saying why."""
+    source = Nodding(fail_at=Everything())
+    loop = RenderLoop(FastCPUBackend(load_character_model(DEMO)), source,
+                      LoopOptions(keep_going=True, interpolate=False, display_fps=20.0))
+    with caplog.at_level("ERROR", logger="tha.runtime.render_loop"):
+        loop.start()
+        time.sleep(1.0)
+        loop.stop()
+    assert 1 <= source.reads <= 20 + 5  # a loaded machine tries less often, never more
+    assert caplog.records and all("tracker lost" in r.getMessage() for r in caplog.records)
 
 
 def test_a_failed_frame_ends_the_loop_unless_asked_to_keep_going():

@@ -357,3 +357,30 @@ def test_feed_bench_counts_the_parts_a_client_receives(server):
     parts, distinct = count_distinct_parts(client.base_url.port, 2.0)
     assert parts >= 10  # sent at the target FPS (25) whatever the render speed
     assert 1 <= distinct <= parts
+
+
+def test_ctrl_c_ends_open_feeds_and_stops(server):
+    """Last in this file: it stops the server. SillyTavern keeps result_feed open as long as its
+    tab is; Ctrl+C used to wait on that stream for ever. Now the stream ends and the server exits."""
+    import signal
+    import threading
+
+    client, process, log_path = server
+    ended: list[str] = []
+
+    def watch() -> None:
+        with httpx.Client(base_url=client.base_url, timeout=60) as viewer:
+            with viewer.stream("GET", "/api/talkinghead/result_feed") as response:
+                for _ in response.iter_bytes():
+                    pass
+        ended.append("cleanly")  # the multipart stream was closed by the server, not broken
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    time.sleep(2.0)  # the stream is open and sending
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    reader.join(timeout=30)
+    log = log_path.read_text()
+    assert ended == ["cleanly"] and "Application shutdown complete" in log
+    assert "CancelledError" not in log and "Traceback" not in log, log[-2000:]

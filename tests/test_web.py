@@ -41,6 +41,16 @@ def test_web_export_refuses_an_out_that_is_a_file(lambda00_dir, tmp_path):
     assert (tmp_path / "site").read_text() == "keep me"
 
 
+def test_web_export_refuses_a_folder_that_is_not_a_page(lambda00_dir, tmp_path):
+    """The user's own site is not overwritten file by file (the page is built beside the folder
+    and swapped in whole, so only a folder holding an exported page is replaced)."""
+    (tmp_path / "mysite").mkdir()
+    (tmp_path / "mysite" / "index.html").write_text("<h1>mine</h1>")
+    result = tha("export", str(lambda00_dir), "--web", str(tmp_path / "mysite"))
+    assert_one_line_error(result, "is a folder that is not an exported page")
+    assert (tmp_path / "mysite" / "index.html").read_text() == "<h1>mine</h1>"
+
+
 def test_first_web_export_without_node_says_what_to_install(tmp_path, monkeypatch):
     from tha.web import build
     from tha.models.errors import ThaError

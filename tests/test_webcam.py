@@ -101,6 +101,18 @@ def test_missing_camera_is_a_status_not_a_crash():
         np.testing.assert_array_equal(source.read(0.0), neutral_pose())
 
 
+def test_a_base_install_without_opencv_says_which_extra(monkeypatch):
+    """Without the [webcam] extra, `--source video|webcam` was a ModuleNotFoundError traceback."""
+    import importlib.util
+
+    from tha.runtime.sources.webcam import CaptureSource
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real_find_spec(name, *a))
+    with pytest.raises(ThaError, match=r"needs OpenCV and MediaPipe \(not installed: cv2\); `pip install 'tha\[webcam\]'`"):
+        CaptureSource(device=97, realtime=False).start()
+
+
 def test_missing_video_and_task_file_are_clear_errors(tmp_path):
     from tha.runtime.sources.webcam import CaptureSource, LandmarkerTracker
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from tha.export.exporter import sha256_file
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
 from tha.models.files import check_output_dir
@@ -132,6 +133,7 @@ class Distiller:
         self.config, self.world = config, world
         self.output = config.output
         self.rgba, mask, self.poses = load_inputs(config)
+        self.inputs = input_digests(config)
         self.image = rgba_to_tensor(self.rgba)[None].to(world.device)
         self.face_mask = torch.from_numpy(mask[FACE_ROWS, FACE_COLS]).float()[None, None].to(world.device)
         if config.teacher_dtype in ("float16", "bfloat16") and world.device.type == "cpu":
@@ -394,7 +396,7 @@ class Distiller:
         if not self.world.main:
             return
         save_snapshot(self.output, {
-            "stage": stage, "examples": examples, "config": config_yaml(self.config),
+            "stage": stage, "examples": examples, "config": config_yaml(self.config), "inputs": self.inputs,
             "face_morpher": _cpu(self.face.state_dict()), "body_morpher": _cpu(self.body.state_dict()),
             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": rng_state(),
@@ -446,6 +448,12 @@ def check_start(config: DistillConfig, resume: bool) -> dict | None:
     without --resume or to resume one that is not there or was started with another config."""
     output = config.output
     check_output_dir(output, "prefix")
+    # checked now: a file in the way of the model used to fail only after the whole training
+    for name, folder in ((MODEL_DIR, True), ("samples", True), ("tensorboard", True), (SNAPSHOT, False)):
+        path = output / name
+        if path.exists() and path.is_dir() != folder:
+            raise ThaError(f"{path} is a {'file' if folder else 'folder'} where the run writes its {name}; "
+                           "move it away or change `prefix`")
     snapshot = load_snapshot(output)
     if resume and snapshot is None:
         raise ThaError(f"--resume: no {SNAPSHOT} in {output}; start without --resume")
@@ -455,7 +463,22 @@ def check_start(config: DistillConfig, resume: bool) -> dict | None:
     if snapshot is not None and snapshot["config"] != config_yaml(config):
         raise ThaError(f"{output / SNAPSHOT} was written with a different config; resume with the "
                        "config it was started with, or change `prefix` to start a new run")
+    if snapshot is not None:  # the same config text can name files whose content has changed since
+        changed = [key for key, digest in input_digests(config).items()
+                   if snapshot.get("inputs", {}).get(key, digest) != digest]
+        if changed:
+            raise ThaError(f"{', '.join(changed)} changed since {output / SNAPSHOT} was written; put the "
+                           "old file back to resume, or change `prefix` to start a new run")
     return snapshot
+
+
+def input_digests(config: DistillConfig) -> dict[str, str]:
+    """sha256 of the files a run learns from, kept in each snapshot."""
+    keys = ["character_image_file_name", "face_mask_image_file_name"]
+    if config.poses not in ("sampler", "animator"):
+        keys.append("poses")
+    paths = {key: resolve_input(config, getattr(config, key), key) for key in keys}
+    return {key: sha256_file(path) for key, path in paths.items() if path.is_file()}  # else loading says so
 
 
 def stage_poses(source, generator: torch.Generator, global_batch: int, world: World) -> Tensor:

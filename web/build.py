@@ -21,7 +21,9 @@ from tha.export.onnx_graphs import export_graph, graph_specs
 from tha.web.shared import shared_definition
 from tha.models.character import load_character_model, model_paths
 from tha.models.errors import ThaError
-from tha.models.files import atomic_write_bytes, atomic_write_text, check_output_dir
+from tha.models.files import atomic_directory, check_output_dir
+
+SITE_FILE = "tha.json"  # what marks a folder as an exported page
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +74,32 @@ def npm_packages(cache_root: Path | None = None) -> Path:
 
 
 def export_web(model_dir: Path, out: Path, fp16: bool = True) -> list[Path]:
-    """Write the site into ``out``; returns the files written."""
+    """Write the site into ``out`` whole or not at all (built beside it, then swapped in);
+    returns the files written."""
     check_output_dir(out, "--web")
+    if out.is_dir() and any(out.iterdir()) and not (out / SITE_FILE).is_file():
+        raise ThaError(f"--web {out} is a folder that is not an exported page (no {SITE_FILE}); give a new or "
+                       "empty folder, so nothing in it is replaced")
     image = model_paths(model_dir)["character_image_file_name"]  # one clear error for a non-student
     modules = npm_packages()
     model = load_character_model(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [export_graph(graph_specs(model)["student"], out / "student.onnx")]
-    if fp16:
-        written.append(write_fp16(written[0], out / "student.fp16.onnx"))
-    atomic_write_bytes(out / "character.png", image.read_bytes())
-    written.append(out / "character.png")
-    site = {"name": model_dir.resolve().name, "graphs": {"fp32": "student.onnx", "fp16": "student.fp16.onnx" if fp16 else None},
-            **shared_definition()}
-    atomic_write_text(out / "tha.json", json.dumps(site) + "\n")
-    written.append(out / "tha.json")
-    for name in PAGE_FILES:
-        atomic_write_bytes(out / name, (WEB_SOURCES / name).read_bytes())
-        written.append(out / name)
-    for package, (short, files) in VENDORED.items():
-        (out / "vendor" / short).mkdir(parents=True, exist_ok=True)
-        for name in files:
-            source = modules / package / name
-            if not source.is_file():
-                raise ThaError(f"{source} is missing from the npm cache; delete {modules.parent} and export again")
-            shutil.copyfile(source, out / "vendor" / short / name)
-            written.append(out / "vendor" / short / name)
-    return written
+    with atomic_directory(out) as site_dir:
+        export_graph(graph_specs(model)["student"], site_dir / "student.onnx")
+        if fp16:
+            write_fp16(site_dir / "student.onnx", site_dir / "student.fp16.onnx")
+        shutil.copyfile(image, site_dir / "character.png")
+        site = {"name": model_dir.resolve().name,
+                "graphs": {"fp32": "student.onnx", "fp16": "student.fp16.onnx" if fp16 else None},
+                **shared_definition()}
+        (site_dir / SITE_FILE).write_text(json.dumps(site) + "\n")
+        for name in PAGE_FILES:
+            shutil.copyfile(WEB_SOURCES / name, site_dir / name)
+        for package, (short, files) in VENDORED.items():
+            (site_dir / "vendor" / short).mkdir(parents=True, exist_ok=True)
+            for name in files:
+                source = modules / package / name
+                if not source.is_file():
+                    raise ThaError(f"{source} is missing from the npm cache; delete {modules.parent} and export again")
+                shutil.copyfile(source, site_dir / "vendor" / short / name)
+        written = sorted(p.relative_to(site_dir) for p in site_dir.rglob("*") if p.is_file())
+    return [out / p for p in written]

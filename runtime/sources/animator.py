@@ -41,6 +41,9 @@ def breath(seconds: float, cycle: float) -> float:
 RANGES = (("blink_interval_min", "blink_interval_max"), ("sway_interval_min", "sway_interval_max"))
 
 
+MIN_PERIOD = 0.1  # seconds
+
+
 @dataclass(frozen=True)
 class AnimatorSettings:
     """Every timing (seconds) and strength of the idle animation. Names follow
@@ -73,9 +76,12 @@ class AnimatorSettings:
             if getattr(self, low) > getattr(self, high):
                 raise ThaError(f"animator setting {low} must not exceed {high}")
         check_range("animator setting target_fps", self.target_fps, FPS_RANGE)
-        if self.target_fps <= 0 or self.breathing_cycle_duration <= 0 or self.sway_interval_max <= 0:
-            raise ThaError("animator settings target_fps, breathing_cycle_duration and sway_interval_max "
-                           "must be > 0")
+        # these divide time: a value near zero makes every frame fail (cos of inf), so they have a floor
+        for name in ("breathing_cycle_duration", "sway_interval_max"):
+            if getattr(self, name) < MIN_PERIOD:
+                raise ThaError(f"animator setting {name}={getattr(self, name)!r} must be at least {MIN_PERIOD} s")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise ThaError(f"animator setting seed={self.seed!r} must be a whole number >= 0 (or null)")
 
 
 # SillyTavern-extras' `_animator.json` keys (its `animator_defaults`, and the upscaler its

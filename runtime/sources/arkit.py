@@ -47,7 +47,7 @@ from tha.models.errors import ThaError
 from tha.models.files import atomic_write_text
 from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
 from tha.models.settings import load_settings
-from tha.runtime.sources.animator import BREATHING, breath
+from tha.runtime.sources.animator import BREATHING, MIN_PERIOD, breath
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
 
 BLENDSHAPE_NAMES: tuple[str, ...] = tuple(
@@ -129,8 +129,17 @@ class ConverterSettings:
         for name in self.neutral_blendshapes:
             if name not in BLENDSHAPE_NAMES:
                 raise ThaError(f"neutral_blendshapes: '{name}' is not an ARKit blend shape name")
-        if not self.breathing_cycle_duration >= 0:
-            raise ThaError(f"breathing_cycle_duration {self.breathing_cycle_duration} must be 0 (off) or seconds")
+        if not (self.breathing_cycle_duration == 0 or self.breathing_cycle_duration >= MIN_PERIOD):
+            raise ThaError(f"breathing_cycle_duration {self.breathing_cycle_duration} must be 0 (off) or seconds "
+                           f">= {MIN_PERIOD}")
+        # each is a divisor: zero or less would kill the tracking thread at the first frame
+        for i, degrees in enumerate(self.head_range):
+            if not degrees > 0:
+                raise ThaError(f"head_range[{i}] {degrees} must be > 0 degrees (pitch, yaw, roll that reach +-1)")
+        for name in ("min_cutoff", "derivative_cutoff"):
+            value = getattr(self.smoothing, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ThaError(f"smoothing.{name} {value!r} must be > 0 Hz")
 
 
 def _number(name: str, value: object) -> float:

@@ -113,6 +113,16 @@ def face_state_from_landmarks(landmarks: np.ndarray, width: int, height: int) ->
     return FaceState(shapes, (pitch - PITCH_BIAS, yaw, roll))
 
 
+def require_tracking_packages() -> None:
+    """One line naming the extra, instead of an import traceback in a base install."""
+    import importlib.util
+
+    missing = [name for name in ("cv2", "mediapipe") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ThaError(f"face tracking needs OpenCV and MediaPipe (not installed: {', '.join(missing)}); "
+                       "`pip install 'tha[webcam]'`")
+
+
 class FaceMeshTracker:
     """MediaPipe FaceMesh with iris refinement (478 landmarks), bundled with mediapipe."""
 
@@ -213,6 +223,7 @@ class CaptureSource(PoseSource):
     def start(self) -> None:
         if self._capture is not None:
             return
+        require_tracking_packages()
         import cv2
 
         level = cv2.utils.logging.getLogLevel()
