@@ -19,20 +19,13 @@ from tha.export.onnx_graphs import GRAPHS, OPSET, export_graph, graph_file, grap
 from tha.export.verify import Parity, random_poses, torch_stages, verify_graphs
 from tha.models.character import MODEL_FILE, CharacterModel, load_character_model, model_paths
 from tha.models.errors import ThaError
-from tha.models.files import atomic_directory, atomic_write_bytes, atomic_write_text, check_output_dir
+from tha.models.files import (atomic_directory, atomic_write_bytes, atomic_write_text, check_replaceable_dir,
+                              sha256_file)
 from tha.models.limits import parse_json
 
 log = logging.getLogger(__name__)
 
 EXPORT_FILE = "export.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -64,10 +57,7 @@ def check_export_target(model_dir: Path, out_dir: Path) -> None:
     """Refuse, before any work, an output that is not ours to replace: a file, a folder that
     holds something other than an export, or another model's ``export`` folder (its backends
     would load these graphs and draw the wrong character)."""
-    check_output_dir(out_dir, "-o")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / EXPORT_FILE).is_file():
-        raise ThaError(f"-o {out_dir} is a folder that is not an export (no {EXPORT_FILE}); give a new or "
-                       "empty folder, so nothing in it is replaced")
+    check_replaceable_dir(out_dir, EXPORT_FILE, "-o", "an export")
     owner = out_dir.parent
     if out_dir.name == "export" and (owner / MODEL_FILE).is_file() and owner.resolve() != model_dir.resolve():
         raise ThaError(f"-o {out_dir} is where the model {owner} keeps its own graphs; export {model_dir} "

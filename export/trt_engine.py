@@ -86,7 +86,7 @@ def build_engine(onnx_path: Path, fp16: bool) -> Path:
     """Parse ``onnx_path`` with TensorRT's parser and build a serialized engine beside it."""
     import tensorrt as trt
 
-    from tha.export.exporter import sha256_file
+    from tha.models.files import sha256_file
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)

@@ -3,6 +3,7 @@ Outputs get the mode a plain ``open()`` would give them (0666 less the umask), a
 cannot be written is one ThaError line, found before any work is done."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +26,19 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def set_umask_mode(path: str | Path) -> None:
+    """The mode a plain ``open()`` gives, for files made by mkstemp (0600) or by other libraries."""
+    os.chmod(path, 0o666 & ~umask())
 
 
 def check_output_path(path: str | Path, what: str = "output") -> Path:
@@ -68,6 +82,16 @@ def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
     return path
 
 
+def check_replaceable_dir(path: Path, marker: str, what: str, kind: str) -> Path:
+    """As ``check_output_dir`` for a folder to be replaced whole: refused when it holds files but
+    not ``marker`` (then it is the user's folder, not ``kind`` we wrote)."""
+    check_output_dir(path, what)
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ThaError(f"{what} {path} is a folder that is not {kind} (no {marker}); give a new or "
+                       "empty folder, so nothing in it is replaced")
+    return path
+
+
 def _make_parent(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +116,7 @@ def put_in_place(tmp: Path, path: Path) -> None:
     """``tmp``, synced to disk and given a plain ``open()``'s mode, replaces ``path`` in one rename."""
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600
+    set_umask_mode(tmp)
     os.replace(tmp, path)
 
 

@@ -17,7 +17,7 @@ import pooch
 import requests  # pooch's HTTP downloader is requests: its errors are the network failures
 
 from tha.models.errors import ThaError
-from tha.models.files import umask
+from tha.models.files import set_umask_mode
 
 UPSTREAM_URL = "https://raw.githubusercontent.com/pkhungurn/talking-head-anime-4-demo/main/data/character_models"
 
@@ -96,7 +96,7 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
             raise ThaError(f"cannot write {target / file_name} ({str(err).splitlines()[0]}); "
                            "pass a writable --cache-dir") from None
         if download.ran:
-            os.chmod(path, 0o666 & ~umask())  # pooch keeps its temporary file's 0600
+            set_umask_mode(path)  # pooch keeps its temporary file's 0600
             if progress:
                 progress(file_name, Path(path).stat().st_size)
     return target

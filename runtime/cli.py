@@ -116,13 +116,12 @@ def bench(
     from tqdm import tqdm
 
     from tha.models.character import load_character_model
+    from tha.models.files import check_output_path
+    from tha.models.hub import resolve_model
     from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
                                    time_backend, time_batch, time_blend, write_chart)
     from tha.runtime.interpolate import can_interpolate
     from tha.runtime.renderer import BACKENDS, open_backend
-
-    from tha.models.files import check_output_path
-    from tha.models.hub import resolve_model
 
     model_dir = resolve_model(model_dir)
     check_output_path(chart)  # before minutes of timing, not after

@@ -14,12 +14,13 @@ import onnx
 import pytest
 import torch
 
-from tha.export.exporter import ExportOptions, export_student, sha256_file
+from tha.export.exporter import ExportOptions, export_student
 from tha.export.onnx_graphs import GRAPHS, OPSET, graph_file
 from tha.export.trt_engine import EngineInfo, check_engine, sidecar_path
 from tha.export.verify import (MAX_ABS, MEAN_ABS, MIN_PSNR_DB, UINT8_WITHIN_ONE, psnr, random_poses, rgba_parity,
                                tensor_parity, torch_reference)
 from tha.models.errors import ThaError
+from tha.models.files import sha256_file
 from tha.models.image import tensor_to_rgba
 from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 from cli import assert_one_line_error

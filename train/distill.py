@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from tha.export.exporter import sha256_file
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
-from tha.models.files import check_output_dir
+from tha.models.files import check_output_dir, sha256_file
 from tha.models.image import rgba_to_tensor
 from tha.models.pose import FACE_SLICE
 from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face

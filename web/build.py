@@ -21,7 +21,7 @@ from tha.export.onnx_graphs import export_graph, graph_specs
 from tha.web.shared import shared_definition
 from tha.models.character import load_character_model, model_paths
 from tha.models.errors import ThaError
-from tha.models.files import atomic_directory, check_output_dir
+from tha.models.files import atomic_directory, check_replaceable_dir
 
 SITE_FILE = "tha.json"  # what marks a folder as an exported page
 
@@ -76,10 +76,7 @@ def npm_packages(cache_root: Path | None = None) -> Path:
 def export_web(model_dir: Path, out: Path, fp16: bool = True) -> list[Path]:
     """Write the site into ``out`` whole or not at all (built beside it, then swapped in);
     returns the files written."""
-    check_output_dir(out, "--web")
-    if out.is_dir() and any(out.iterdir()) and not (out / SITE_FILE).is_file():
-        raise ThaError(f"--web {out} is a folder that is not an exported page (no {SITE_FILE}); give a new or "
-                       "empty folder, so nothing in it is replaced")
+    check_replaceable_dir(out, SITE_FILE, "--web", "an exported page")
     image = model_paths(model_dir)["character_image_file_name"]  # one clear error for a non-student
     modules = npm_packages()
     model = load_character_model(model_dir)
