@@ -17,7 +17,8 @@ def export(
     fp16: bool = typer.Option(False, "--fp16", help="Also write fp16 graphs (GEMMs fp16, sines fp32)."),
     trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines from the graphs (needs CUDA)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output directory (default: MODEL_DIR/export)."),
-    verify_poses: int = typer.Option(8, "--verify-poses", min=0, help="Random poses for the self-check (0: skip)."),
+    verify_poses: Optional[int] = typer.Option(None, "--verify-poses", min=0,
+                                               help="Random poses for the self-check (0: skip; default 8)."),
     web: Optional[Path] = typer.Option(None, "--web", help="Write a static web page that poses the student here."),
 ) -> None:
     """Export a student to ONNX and TensorRT, or to a web page.
@@ -25,6 +26,8 @@ def export(
     The graphs are checked against PyTorch on random poses (--verify-poses)."""
     from tha.models.hub import resolve_model
 
+    if web is not None and not onnx and not trt:
+        _refuse_graph_options(out, fp16, verify_poses)
     model_dir = resolve_model(model_dir)  # a fetched model's name, as every other command takes
     if web is not None:
         from tha.web.build import export_web
@@ -37,11 +40,25 @@ def export(
         raise ThaError("nothing to export: pass --onnx (and optionally --fp16, --trt) or --web OUT")
     from tha.export.exporter import ExportOptions, export_student
 
-    result = export_student(model_dir, out or model_dir / "export", ExportOptions(fp16, trt, verify_poses))
+    options = ExportOptions(fp16, trt) if verify_poses is None else ExportOptions(fp16, trt, verify_poses)
+    result = export_student(model_dir, out or model_dir / "export", options)
     for path in result.files:
         print(f"wrote {path}")
     for parity in result.parity:
         print(parity.line())
+
+
+def _refuse_graph_options(out: Optional[Path], fp16: bool, verify_poses: Optional[int]) -> None:
+    """--web alone: the options of the --onnx/--trt graphs would do nothing, so they are refused."""
+    if out is not None:
+        raise ThaError("-o is the folder of the --onnx/--trt graphs; the web page goes to the folder --web names "
+                       "(drop -o, or add --onnx)")
+    if fp16:
+        raise ThaError("--fp16 applies to the --onnx graphs; the web page always has fp32 and fp16 graphs "
+                       "(drop --fp16, or add --onnx)")
+    if verify_poses is not None:
+        raise ThaError("--verify-poses checks the --onnx/--trt graphs against PyTorch; the web page is not checked "
+                       "that way (drop --verify-poses, or add --onnx)")
 
 
 def export_teacher(

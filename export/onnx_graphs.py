@@ -20,7 +20,7 @@ import torch
 
 from tha.export.folded import FoldedBody, FoldedFace, FusedStudent
 from tha.models.character import CharacterModel
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 from tha.models.files import atomic_write_bytes
 
 OPSET = 17
@@ -121,6 +121,5 @@ def load_checked(path: Path) -> onnx.ModelProto:
         proto = onnx.load(str(path))
         onnx.checker.check_model(proto)
     except Exception as err:  # onnx raises DecodeError, ValidationError, ...: all mean "corrupt"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ThaError(f"{path} is not a valid ONNX graph ({first[:120]}); re-run `tha export`") from None
+        raise ThaError(f"{path} is not a valid ONNX graph ({short_reason(err)}); re-run `tha export`") from None
     return proto

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tha.export.onnx_graphs import load_checked
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 
 # Our names for the execution providers -> ONNX Runtime's.
 PROVIDERS = {
@@ -44,5 +44,5 @@ def open_session(path: Path, provider: str = "cpu", threads: int | None = None):
     except ThaError:
         raise
     except Exception as err:
-        raise ThaError(f"ONNX Runtime cannot load {path} ({str(err).splitlines()[0][:160]}); "
+        raise ThaError(f"ONNX Runtime cannot load {path} ({short_reason(err, 160)}); "
                        "re-run `tha export`") from None

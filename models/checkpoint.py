@@ -10,7 +10,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 from tha.models.files import atomic_path
 from tha.models.limits import MAX_BODY_LEVELS, MAX_STUDENT_CHANNELS, MAX_STUDENT_LAYERS
 from tha.models.pose import POSE_SIZE
@@ -25,12 +25,10 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ThaError(f"{path} holds pickled objects, not a plain state_dict ({first[:120]}); "
+        raise ThaError(f"{path} holds pickled objects, not a plain state_dict ({short_reason(err)}); "
                        "save it with torch.save(module.state_dict(), ...)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise ThaError(f"{path} is corrupt or truncated ({reason}); download or export it again") from None
+        raise ThaError(f"{path} is corrupt or truncated ({short_reason(err)}); download or export it again") from None
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ThaError(f"{path} is not a state_dict of tensors (found {type(data).__name__}); "
                        "save it with torch.save(module.state_dict(), ...)")

@@ -33,10 +33,14 @@ def _checked_request(output: Path, save_tensor: Optional[Path], assignments: lis
     the output paths, then the pose vector and the torch dtype."""
     import torch
 
+    from tha.models.errors import ThaError
     from tha.models.files import check_output_path
     from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
 
     check_output_path(output, "-o")
+    if output.suffix and output.suffix.lower() != ".png":  # a .jpg holding PNG bytes misleads every viewer
+        raise ThaError(f"-o {output}: the frame is written as a PNG (it keeps the transparency); "
+                       f"give a .png name, e.g. {output.with_suffix('.png')}")
     if save_tensor is not None:
         check_output_path(save_tensor, "--save-tensor")
     base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()
@@ -135,11 +139,10 @@ def fetch(
 @models_app.command("list")
 def list_models() -> None:
     """List the models `tha models fetch` knows and where they are cached."""
-    from tha.models.hub import MODELS, cache_dir
+    from tha.models.hub import MODELS, cache_dir, download_state
 
     for name in MODELS:
-        present = (cache_dir() / name / "character_model.yaml").is_file()
-        typer.echo(f"{name}\t{'downloaded' if present else 'not downloaded'}\t{cache_dir() / name}")
+        typer.echo(f"{name}\t{download_state(name)}\t{cache_dir() / name}")
 
 
 teacher_app = typer.Typer(no_args_is_help=True, help="The THA4 teacher: pose, export, random weights.")

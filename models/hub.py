@@ -45,6 +45,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tha" / "models"
 
 
+class _MirrorUnreadable(Exception):
+    """A file:// mirror's file could not be opened; kept apart from the OSErrors of writing the
+    cache, so each is reported as what it is."""
+
+
 class _Downloader:
     """pooch's HTTP downloader, or a copy for a file:// mirror (pooch has none), remembering
     whether pooch needed it (an intact file it skips)."""
@@ -56,7 +61,12 @@ class _Downloader:
     def __call__(self, url: str, output_file, pooch_instance) -> None:
         self.ran = True
         if url.startswith("file://"):
-            shutil.copyfile(unquote(urlparse(url).path), output_file)
+            try:
+                source = open(unquote(urlparse(url).path), "rb")
+            except OSError as err:
+                raise _MirrorUnreadable(err) from None
+            with source, open(output_file, "wb") as out:
+                shutil.copyfileobj(source, out)
         else:
             self.http(url, output_file, pooch_instance)
 
@@ -86,14 +96,13 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
         except requests.RequestException as err:
             raise ThaError(f"cannot download {url} ({_reason(err)}); offline, copy {', '.join(MODELS[name])} "
                            f"from upstream's data/character_models/{name}/ into {target}/ by hand") from None
-        except FileNotFoundError:
-            raise ThaError(f"the mirror has no {unquote(urlparse(url).path)}; point --base-url at a folder "
-                           f"holding {name}/ with {', '.join(MODELS[name])}") from None
+        except _MirrorUnreadable as err:
+            raise ThaError(_mirror_problem(err.args[0], name, unquote(urlparse(url).path))) from None
         except ValueError:  # pooch's hash mismatch; it has deleted the download
             raise ThaError(f"{url} did not match its known checksum (truncated or changed download); "
                            "run the command again") from None
-        except OSError as err:
-            raise ThaError(f"cannot write {target / file_name} ({str(err).splitlines()[0]}); "
+        except OSError as err:  # the mirror's errors are caught above: this one is the cache's
+            raise ThaError(f"cannot write the model cache {target} ({_cache_problem(err)}); "
                            "pass a writable --cache-dir") from None
         if download.ran:
             set_umask_mode(path)  # pooch keeps its temporary file's 0600
@@ -102,10 +111,38 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
     return target
 
 
+def _mirror_problem(err: OSError, name: str, source: str) -> str:
+    if isinstance(err, FileNotFoundError):
+        return (f"the mirror has no {source}; point --base-url at a folder holding {name}/ with "
+                f"{', '.join(MODELS[name])}")
+    return f"cannot read {source} in the mirror ({err.strerror}); fix the mirror or point --base-url at another"
+
+
+def _cache_problem(err: OSError) -> str:
+    """The OS's reason and path; pooch wraps a PermissionError in its own words ("Will not be
+    able to download data files"), which would read as a download failure."""
+    cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+    if cause.strerror is None:
+        return str(cause).splitlines()[0]
+    return f"{cause.strerror}: {cause.filename}" if cause.filename else cause.strerror
+
+
 def _reason(err: requests.RequestException) -> str:
     """The cause without requests' wrapping (urllib3's retry error around the refused connection)."""
     cause = getattr(err.args[0], "reason", None) if err.args else None
     return str(cause or err).splitlines()[0]
+
+
+def download_state(name: str) -> str:
+    """'downloaded', 'not downloaded' or 'partly downloaded (missing …)', for a fetch stopped
+    between files (pooch puts each file in place only whole and verified)."""
+    directory = cache_dir() / name
+    missing = [f for f in MODELS[name] if not (directory / f).is_file()]
+    if not missing:
+        return "downloaded"
+    if len(missing) == len(MODELS[name]):
+        return "not downloaded"
+    return f"partly downloaded (missing {', '.join(missing)})"
 
 
 def resolve_model(name_or_dir: str | Path) -> Path:
@@ -113,7 +150,7 @@ def resolve_model(name_or_dir: str | Path) -> Path:
     path = Path(name_or_dir)
     if path.exists() or str(name_or_dir) not in MODELS:
         return path
-    cached = cache_dir() / str(name_or_dir)
-    if not (cached / "character_model.yaml").is_file():
-        raise ThaError(f"model '{name_or_dir}' is not downloaded yet; run `tha models fetch {name_or_dir}`")
-    return cached
+    state = download_state(str(name_or_dir))
+    if state != "downloaded":
+        raise ThaError(f"model '{name_or_dir}' is {state}; run `tha models fetch {name_or_dir}`")
+    return cache_dir() / str(name_or_dir)

@@ -156,4 +156,7 @@ def parse_backends(text: str, known: list[str]) -> list[str]:
         raise ThaError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     if not names:
         raise ThaError("--backends is empty; give e.g. torch,fastcpu,ort")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:  # timing one twice would be a row that compares nothing
+        raise ThaError(f"--backends names {', '.join(repeated)} more than once; list each backend once")
     return names

@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from tha.models.limits import FPS_RANGE
-from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Fps, Frames, Precision, precision_name,
-                                video_output)
+from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Emotion, Fps, Frames, Precision,
+                                precision_name, video_output)
 
 MODEL_DIR_HELP = "Character model directory (or a `tha models` name)."
 ANIMATOR_HELP = "Animator settings JSON (timings, strengths)."
@@ -72,7 +72,7 @@ def render(
     poses: Optional[Path] = typer.Option(None, help="Pose track: JSON lines, one {parameter: value} "
                                          "object per frame."),
     fps: Fps = 30.0,
-    emotion: str = typer.Option("neutral", help="Emotion preset to hold."),
+    emotion: Emotion = "neutral",
     idle: bool = typer.Option(True, help="Blink, breathe and sway (--no-idle for none)."),
     animator: Optional[Path] = typer.Option(None, help=ANIMATOR_HELP),
     frames: Frames = None,

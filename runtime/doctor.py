@@ -6,6 +6,8 @@ import importlib
 import os
 from dataclasses import dataclass
 
+from tha.models.errors import short_reason
+
 
 @dataclass(frozen=True)
 class Check:
@@ -14,8 +16,7 @@ class Check:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:160]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {short_reason(err, 160)}" if str(err).strip() else type(err).__name__
 
 
 def check_cuda() -> Check:

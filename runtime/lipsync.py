@@ -25,6 +25,7 @@ VOWELS = ("aaa", "iii", "uuu", "eee", "ooo")
 # Typical adult formants (Hz) of a, i, u, e, o.
 _FORMANTS = np.array([(800, 1200), (300, 2300), (320, 800), (500, 1900), (500, 900)], np.float64)
 _FORMANT_SCALE = np.array([150.0, 400.0])
+MAX_DECODE_RATE = 48000  # Hz: read_wav resamples anything above to this
 AUDIO_FORMATS = "wav, mp3, ogg, opus, flac, m4a, or a video with sound"  # what errors suggest
 
 
@@ -60,9 +61,10 @@ class MouthTrack:
 
 
 def read_wav(source: str | Path | bytes) -> tuple[np.ndarray, int]:
-    """Mono float32 samples in [-1,1] and the native sample rate of the first audio track of
-    anything FFmpeg (PyAV) reads: WAV, MP3, Ogg/Opus, FLAC, M4A, a video's sound (a path or its
-    bytes). The name stays from when only WAV was read: callers across the project use it."""
+    """Mono float32 samples in [-1,1] and their rate (the native one, at most MAX_DECODE_RATE)
+    of the first audio track of anything FFmpeg (PyAV) reads: WAV, MP3, Ogg/Opus, FLAC, M4A, a
+    video's sound (a path or its bytes). The name stays from when only WAV was read: callers
+    across the project use it."""
     label = "<upload>" if isinstance(source, bytes) else str(source)
     try:
         with av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source)) as container:
@@ -90,16 +92,19 @@ def _decode_mono(container: av.container.InputContainer, stream: av.AudioStream,
     declared = stream.duration * stream.time_base if stream.duration else (container.duration or 0) / av.time_base
     check_audio(rate, int(declared * rate), label)  # before decoding: the header declares both
     # Planar float keeps each channel apart, so the mix below is the plain mean of the channels
-    # (FFmpeg's own mono downmix weights them differently per layout).
-    planar = av.AudioResampler(format="fltp")
+    # (FFmpeg's own mono downmix weights them differently per layout). Rates above MAX_DECODE_RATE
+    # are resampled down as they decode: a tiny FLAC of silence at 384 kHz would otherwise
+    # take gigabytes, and neither the mouth analysis nor a muxed voice needs more.
+    out_rate = min(rate, MAX_DECODE_RATE)
+    planar = av.AudioResampler(format="fltp", rate=out_rate)
     chunks: list[np.ndarray] = []
     count = 0
     for frame in itertools.chain(container.decode(stream), [None]):  # None flushes the resampler
         for converted in planar.resample(frame):
             chunks.append(converted.to_ndarray().mean(axis=0, dtype=np.float32))
             count += len(chunks[-1])
-        check_audio(rate, count, label)  # a stream need not declare its length: count as it decodes
-    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
+        check_audio(out_rate, count, label)  # a stream need not declare its length: count as it decodes
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), out_rate
 
 
 def _vowel_weights(spectrum: np.ndarray, freqs: np.ndarray) -> np.ndarray:
@@ -134,7 +139,7 @@ def analyse(samples: np.ndarray, rate: int, fps: float,
     check_range("fps", fps, FPS_RANGE)
     count = max(1, math.ceil(len(samples) / rate * fps))
     half = max(1, int(settings.window * rate / 2))
-    padded = np.pad(samples.astype(np.float64), half)
+    padded = np.pad(samples, half)  # as given (float32 from read_wav): each window is widened below
     taper = np.hanning(2 * half)
     freqs = np.fft.rfftfreq(2 * half, 1 / rate)
     loudness = np.empty(count)
@@ -142,7 +147,7 @@ def analyse(samples: np.ndarray, rate: int, fps: float,
     for i in range(count):
         centre = int(round(i / fps * rate)) + half
         chunk = padded[centre - half: centre + half]
-        chunk = np.pad(chunk, (0, 2 * half - len(chunk)))
+        chunk = np.pad(chunk.astype(np.float64), (0, 2 * half - len(chunk)))
         loudness[i] = 20 * math.log10(math.sqrt(float(np.mean(chunk ** 2))) + 1e-9)
         vowels[i] = _vowel_weights(np.abs(np.fft.rfft(chunk * taper)) ** 2, freqs)
     voiced = loudness[loudness > settings.gate_db]

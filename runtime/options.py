@@ -63,6 +63,20 @@ Frames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, help="Stop after N frames (default: until the window closes, the input ends or Ctrl+C).")]
 
 
+def _emotion(value: str) -> str:
+    from tha.runtime.emotions import load_emotions
+
+    known = load_emotions()
+    if value not in known:  # the server falls back to neutral, as SillyTavern expects; a typed name should not
+        raise typer.BadParameter(f"'{value}' is not an emotion preset; use one of {', '.join(sorted(known))}")
+    return value
+
+
+Emotion = Annotated[str, typer.Option(
+    "--emotion", callback=_emotion,
+    help="Emotion preset to hold: one of SillyTavern's 28 labels (joy, anger, surprise, ...).")]
+
+
 def video_output(value: Path | None) -> Path | None:
     """Checked as the command starts, not at its first frame: an unwritable folder or an unknown
     suffix is one line before any model loads."""

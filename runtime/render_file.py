@@ -25,7 +25,7 @@ from tha.models.limits import parse_json
 from tha.models.pose import index_of, pose_from_dict
 from tha.runtime.lipsync import analyse, read_wav
 from tha.runtime.sources.animator import Animator, AnimatorSettings
-from tha.runtime.video import FORMATS, VideoWriter
+from tha.runtime.video import SOUND_SUFFIXES, VideoWriter, carries_sound
 
 
 def read_pose_track(path: str | Path) -> list[dict[str, float]]:
@@ -65,35 +65,6 @@ def read_pose_track(path: str | Path) -> list[dict[str, float]]:
     return frames
 
 
-# The audio codec of each container that carries sound; GIFs and PNG folders get none.
-AUDIO_CODECS = {".mp4": "aac", ".mkv": "aac", ".mov": "aac", ".webm": "libopus"}
-
-
-def mux_audio(video: Path, samples: np.ndarray, rate: int) -> None:
-    """Add a mono audio track to a finished video in place (video packets copied, not re-encoded)."""
-    import av
-
-    from tha.models.files import atomic_path
-
-    codec = AUDIO_CODECS[video.suffix.lower()]
-    with atomic_path(video) as tmp:
-        with av.open(str(video)) as source, av.open(str(tmp), "w", format=FORMATS[video.suffix.lower()].muxer) as out:
-            video_in = source.streams.video[0]
-            video_out = out.add_stream_from_template(video_in)
-            audio_out = out.add_stream(codec, rate=48000 if codec == "libopus" else rate, layout="mono")
-            for packet in source.demux(video_in):
-                if packet.dts is not None:  # the demuxer's final empty packet
-                    packet.stream = video_out
-                    out.mux(packet)
-            frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype("<i2")[None],
-                                               format="s16", layout="mono")
-            frame.sample_rate = rate
-            resampler = av.AudioResampler(format=audio_out.format.name, layout="mono", rate=audio_out.rate)
-            for chunk in [*resampler.resample(frame), *resampler.resample(None), None]:
-                for packet in audio_out.encode(chunk):
-                    out.mux(packet)
-
-
 def still(settings: AnimatorSettings) -> AnimatorSettings:
     """Settings with blinking, breathing and sway switched off."""
     return replace(settings, blink_strength=0.0, breathing_strength=0.0, sway_macro_strength=0.0,
@@ -116,6 +87,10 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
     sound = read_wav(audio) if audio is not None else None
     if sound is not None and len(sound[0]) == 0:
         raise ThaError(f"audio file {audio} has no samples")
+    if sound is not None and not carries_sound(output):
+        # the lip sync still applies, so a warning rather than a refusal
+        warnings.warn(f"{output} will have no sound (GIFs and PNG frame folders carry none); the audio drives "
+                      f"the lip sync only; for a video with sound write {', '.join(SOUND_SUFFIXES)}", stacklevel=2)
     track = analyse(*sound, fps) if sound is not None else None
     pose_track = read_pose_track(poses) if poses is not None else None
     if pose_track is not None:
@@ -135,22 +110,22 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
             yield animator.read(i / fps)
 
     with open_backend(backend, model_dir, device, precision=precision) as engine:
-        write_frames(engine, poses_in_order(), output, fps, total=count, every=every, progress=progress)
-    output = Path(output)
-    if sound is not None and output.suffix.lower() in AUDIO_CODECS:
-        mux_audio(output, sound[0][: int(count / fps * sound[1])], sound[1])
+        write_frames(engine, poses_in_order(), output, fps, total=count, every=every, progress=progress,
+                     audio=sound if sound is not None and carries_sound(output) else None)
     return count
 
 
 def write_frames(engine, poses: Iterable[np.ndarray], output: str | Path | None, fps: float, *,
-                 total: int | None = None, every: int = 1, progress: bool = True, desc: str = "rendering") -> int:
+                 total: int | None = None, every: int = 1, progress: bool = True, desc: str = "rendering",
+                 audio: tuple[np.ndarray, int] | None = None) -> int:
     """One frame per pose into ``output`` (a video file or a PNG folder; None renders without
     writing), a model frame every ``every`` poses and blended frames between
-    (``tha.runtime.interpolate``). Returns the number of frames."""
+    (``tha.runtime.interpolate``), with ``audio`` (samples, rate) as its sound track. Returns
+    the number of frames."""
     from tha.runtime.interpolate import interpolated_frames
 
     count = 0
-    with VideoWriter(output, fps=fps) if output is not None else nullcontext() as writer:
+    with VideoWriter(output, fps=fps, audio=audio) if output is not None else nullcontext() as writer:
         frames = interpolated_frames(engine, poses, every)
         for rgba in tqdm(frames, total=total, desc=desc, unit="frame", disable=not progress):
             if writer is not None:

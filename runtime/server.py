@@ -301,11 +301,17 @@ class ClassifyRequest(BaseModel):
     text: str = Field(description="chat text whose emotion to score")
 
 
-def validation_message(err: RequestValidationError, shown: int = 3) -> str:
+def validation_message(err: RequestValidationError, content_type: str, shown: int = 3) -> str:
     """FastAPI's list of validation errors as one line: where each is, then what."""
     errors = err.errors()
     parts = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:shown]]
     more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    # FastAPI reads a body as JSON only when its Content-Type says so (curl -d sends a form
+    # type); otherwise the object it expected is "not a valid dictionary", which hides why.
+    wanted_object = any(e["type"] in ("dict_type", "model_attributes_type") and e["loc"] == ("body",) for e in errors)
+    if wanted_object and not content_type.startswith("application/json"):
+        more += (f"; the body came as {content_type or 'no Content-Type'}: send it with "
+                 "Content-Type: application/json")
     return "; ".join(parts) + more
 
 
@@ -347,7 +353,8 @@ def create_app(state: LiveState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _malformed(request: Request, err: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": validation_message(err)}, status_code=422)
+        return JSONResponse({"detail": validation_message(err, request.headers.get("content-type", ""))},
+                            status_code=422)
 
     @app.post(f"{api}/load", response_class=PlainTextResponse, max_body_size=MAX_UPLOAD_BYTES,
               form_limits={"max_files": 1, "max_fields": 8})

@@ -173,6 +173,9 @@ def test_rgba8_colour_is_zero_where_alpha_is(model, tmp_path):
     # --model-fps had no range: nan was a traceback, 0 or -5 passed
     (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "nan"], ["'--model-fps'", "240"]),
     (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "0"], ["'--model-fps'", "greater than or equal to 1"]),
+    # an unknown preset was silently neutral (the server does that for SillyTavern's sake; a typo should not)
+    (["demo", "--emotion", "hapy", "--offscreen"], ["'--emotion'", "'hapy' is not an emotion preset", "joy"]),
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--emotion", "Joy"], ["'Joy' is not an emotion preset"]),
     pytest.param(["pose", DEMO, "--device", "cuda", "-o", "x.png"], ["no CUDA device here", "use cpu"],
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from PIL import Image
 
 from tha.models.errors import ThaError
 from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, write_chart
-from cli import tha
+from cli import assert_one_line_error, tha
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 
 def test_bench_cli_times_backends_and_writes_a_chart(lambda00_dir, tmp_path):
@@ -59,3 +62,12 @@ def test_backend_list_is_validated():
         parse_backends("cuda:fp8", ["cuda"])
     with pytest.raises(ThaError, match="unknown backend"):
         parse_backends("torch,cuda9", ["torch", "ort"])
+
+
+def test_a_backend_named_twice_is_refused(tmp_path):
+    """`--backends fastcpu,fastcpu` timed the same backend twice, as two rows."""
+    with pytest.raises(ThaError, match="--backends names fastcpu more than once; list each backend once"):
+        parse_backends("fastcpu, ort,fastcpu", ["fastcpu", "ort"])
+    result = tha("bench", DEMO, "--backends", "fastcpu,fastcpu", "--chart", tmp_path / "bench.png")
+    assert_one_line_error(result, "fastcpu more than once", code=2)
+    assert not (tmp_path / "bench.png").exists()

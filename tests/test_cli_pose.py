@@ -156,3 +156,15 @@ def test_models_fetch_offline_says_where_to_put_files(tmp_path):
     result = tha("models", "fetch", "lambda_01", "--cache-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9")
     assert_one_line_error(result, "cannot download", "by hand", str(tmp_path / "lambda_01"))
     assert_one_line_error(tha("models", "fetch", "lambda_99"), "unknown model")
+
+
+def test_pose_refuses_an_output_name_that_is_not_png(tmp_path):
+    """`-o x.jpg` wrote PNG bytes under a .jpg name; both pose commands refuse it, before any work."""
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    for command in (["pose", demo], ["teacher", "pose", tmp_path / "no_teacher", demo / "character.png"]):
+        result = tha(*command, "-o", tmp_path / "x.jpg")
+        assert_one_line_error(result, "-o", "x.jpg", "written as a PNG", "x.png", code=2)
+        assert not (tmp_path / "x.jpg").exists()
+    result = tha("pose", demo, "-o", tmp_path / "x.PNG")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.PNG").read_bytes().startswith(b"\x89PNG")

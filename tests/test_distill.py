@@ -456,23 +456,11 @@ def test_student_sizes_rates_and_weights_are_checked_on_load(shared, tmp_path, o
         load_config(path, [override])
 
 
-def test_set_values_are_yaml_and_init_quotes_paths(shared, tmp_path):
+def test_set_values_are_yaml(shared, tmp_path):
     path = _write(tmp_path / "c.yaml", _tiny(shared, tmp_path / "o"))
     config = load_config(path, ["face.lr_drop_at=[10, 20]", "face.lr_drop_factor=[2.0, 4.0]", "reuse=4",
                                 "teacher_dtype=float16"])
     assert config.face.lr_drop_at == [10, 20] and config.face.lr_drop_factor == [2.0, 4.0] and config.reuse == 4
-    # A folder name with ` #` (a YAML comment marker unquoted) and a colon survives init -> load.
-    image, mask = _images(shared)
-    odd = tmp_path / "take #2: final"
-    odd.mkdir()
-    (odd / "char.png").write_bytes(image.read_bytes())
-    (odd / "mask.png").write_bytes(mask.read_bytes())
-    result = _cli("distill", "init", str(odd / "char.png"), str(odd / "mask.png"), "-o", str(tmp_path / "run"),
-                  "--teacher", str(odd))
-    assert result.returncode == 0, result.stderr
-    loaded = load_config(tmp_path / "run/config.yaml")
-    assert loaded.character_image_file_name == str(odd / "char.png") and loaded.teacher == str(odd)
-    assert Path(loaded.character_image_file_name).is_file()
 
 
 def test_buffered_reused_examples_resume_exactly(shared, tmp_path, capsys):
@@ -599,3 +587,184 @@ def test_resume_refuses_a_character_image_changed_since_the_snapshot(shared, tmp
     assert "character_image_file_name changed since" in line and "put the old file back" in line
     shutil.copyfile(image, copy)  # the same bytes again: the resume is allowed
     distill(load_config(config), resume=True)
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header declares ``width`` x ``height``: opening reads only the header."""
+    import struct
+    import zlib
+
+    Image.new("1", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # its CRC over type and fields
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.filterwarnings("error")
+def test_init_refuses_a_huge_image_from_its_header(shared, tmp_path):
+    """A 14000x14000 PNG was PIL's DecompressionBombError traceback; 10000x10000 (PIL's warning,
+    not its error) was decoded whole before the size check."""
+    from tha.train.inputs import load_face_mask
+
+    image, mask = _images(shared)
+    bomb = _png_declaring(tmp_path / "bomb.png", 14000, 14000)
+    line = _one_error_line(_cli("distill", "init", str(bomb), str(mask), "-o", str(tmp_path / "run")))
+    assert "character image" in line and "pixel limit" in line and "exactly 512x512" in line
+    large = _png_declaring(tmp_path / "large.png", 10000, 10000)
+    with pytest.raises(ThaError, match="face mask .* is 10000x10000; it must be exactly 512x512"):
+        load_face_mask(large)  # and no DecompressionBombWarning (an error here)
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_refuses_an_output_that_is_a_file_or_under_one(shared, tmp_path):
+    image, mask = _images(shared)
+    (tmp_path / "a_file").write_text("keep me")
+    assert "a_file is a file" in _one_error_line(_cli("distill", "init", str(image), str(mask), "-o", str(tmp_path / "a_file")))
+    assert "lies under" in _one_error_line(_cli("distill", "init", str(image), str(mask), "-o", str(tmp_path / "a_file/run")))
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert "not writable" in _one_error_line(_cli("distill", "init", str(image), str(mask), "-o", str(locked / "run")))
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+def test_resume_refuses_a_torch_file_that_is_not_a_snapshot(shared, tmp_path):
+    """A plain dict or a student's state dict where PREFIX/snapshot.pt should be was a KeyError
+    traceback ('config'); the file is left as it was."""
+    (tmp_path / "plain").mkdir()
+    torch.save({"a": 1}, tmp_path / "plain/snapshot.pt")
+    config = _write(tmp_path / "plain.yaml", _tiny(shared, tmp_path / "plain"))
+    line = _one_error_line(_cli("distill", "run", str(config), "--resume"))
+    assert f"{tmp_path / 'plain/snapshot.pt'} is not a tha distill snapshot" in line and "change `prefix`" in line
+    assert torch.load(tmp_path / "plain/snapshot.pt") == {"a": 1}
+    (tmp_path / "student").mkdir()
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "student/snapshot.pt")
+    with pytest.raises(ThaError, match="is not a tha distill snapshot"):
+        load_snapshot(tmp_path / "student")
+
+
+def test_init_writes_the_teacher_as_an_absolute_path_and_refuses_a_missing_one(shared, tmp_path):
+    from cli import tha
+
+    image, mask = _images(shared)
+    (tmp_path / "teachers/mine").mkdir(parents=True)
+    result = tha("distill", "init", image, mask, "-o", "run", "--teacher", "teachers/mine", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert load_config(tmp_path / "run/config.yaml").teacher == str(tmp_path / "teachers/mine")
+    missing = tha("distill", "init", image, mask, "-o", "run2", "--teacher", "teachers/gone", cwd=tmp_path, timeout=120)
+    assert "--teacher teachers/gone does not exist" in _one_error_line(missing)
+    assert not (tmp_path / "run2").exists()
+
+
+@pytest.mark.parametrize("folder", ["take #2: final", "it's \"${x}\" \\${oc.env:HOME}"])
+def test_init_config_round_trips_odd_paths(shared, tmp_path, folder):
+    """` #` (a YAML comment marker unquoted) and a colon, and `${x}`, which was read back as an
+    OmegaConf interpolation (an error, or another value for `${oc.env:...}`): quotes and a
+    backslash before `${` survive too."""
+    image, mask = _images(shared)
+    odd = tmp_path / folder
+    odd.mkdir()
+    (odd / "char.png").write_bytes(image.read_bytes())
+    (odd / "mask.png").write_bytes(mask.read_bytes())
+    result = _cli("distill", "init", str(odd / "char.png"), str(odd / "mask.png"), "-o", str(odd / "run"),
+                  "--teacher", str(odd))
+    assert result.returncode == 0, result.stderr
+    config = load_config(odd / "run/config.yaml")
+    assert config.character_image_file_name == str(odd / "char.png")
+    assert config.face_mask_image_file_name == str(odd / "mask.png") and config.teacher == str(odd)
+    assert Path(config.character_image_file_name).is_file()
+
+
+def test_ctrl_c_names_the_last_snapshot_and_the_command_to_resume(shared, tmp_path):
+    """Ctrl+C ended the run silently; now one line says where to resume from and how, exit 130."""
+    face = {**_tiny(shared, tmp_path)["face"], "num_examples": 10**6}  # runs until interrupted
+    path = _write(tmp_path / "long.yaml", _tiny(shared, tmp_path / "long", face=face))
+    proc = subprocess.Popen([*THA, "distill", "run", str(path), "--set", "snapshot_every=8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "long/snapshot.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"interrupted; the last snapshot is {tmp_path / 'long/snapshot.pt'}; resume from it with: "
+                     f"tha distill run {path} --set snapshot_every=8 --resume"], err
+    assert load_snapshot(tmp_path / "long")["stage"] == "face"
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "P with transparency"])
+def test_face_masks_in_1_bit_and_palette_modes_load(shared, tmp_path, mode):
+    """Valid masks saved as 1-bit or palette PNGs were refused for their mode."""
+    from tha.train.inputs import load_face_mask
+
+    _, mask = _images(shared)
+    rgb = Image.open(mask).convert("RGB")
+    if mode == "1":
+        converted = rgb.convert("L").convert("1", dither=Image.Dither.NONE)
+    else:
+        converted = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=2)
+        if mode == "P with transparency":
+            converted.info["transparency"] = bytes([0, 0])  # both entries transparent: colours still count
+    converted.save(tmp_path / "mask.png", **({"transparency": converted.info["transparency"]}
+                                            if "transparency" in converted.info else {}))
+    assert Image.open(tmp_path / "mask.png").mode == mode[0]
+    np.testing.assert_array_equal(load_face_mask(tmp_path / "mask.png"), load_face_mask(mask))
+
+
+def test_long_reasons_are_cut_at_a_word_boundary(tmp_path):
+    """torch's weights_only refusal is a paragraph of advice (with terminal bold codes) before
+    the line naming what it refused; its first line was quoted, cut at 100 characters mid-word."""
+    import datetime
+
+    from tha.models.errors import REASON_LIMIT
+
+    from tha.train.poses import load_pose_dataset
+
+    torch.save(datetime.date(2020, 1, 1), tmp_path / "poses.pt")  # a pickled object, refused by weights_only
+    with pytest.raises(ThaError) as caught:
+        load_pose_dataset(tmp_path / "poses.pt")
+    reason = re.search(r"\((.*)\)$", str(caught.value)).group(1)
+    assert "datetime.date" in reason and "\x1b" not in reason, reason
+    try:
+        torch.load(tmp_path / "poses.pt", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch raises, its refusal line is what is quoted
+        full = next(line for line in str(err).splitlines() if "datetime.date" in line).split("error: ", 1)[1]
+    assert len(full) > REASON_LIMIT and reason.endswith("…") and len(reason) <= REASON_LIMIT + 1
+    kept = reason[:-1]
+    assert full.startswith(kept) and full[len(kept):][:1] in (" ", ",", ".", ";", ":"), (kept, full)
+
+
+def test_relative_paths_resolve_against_the_configs_folder(shared, tmp_path, monkeypatch):
+    """prefix was resolved beside the config while inputs fell back to the cwd: upstream's
+    example (all paths relative to its repository root) put its output in a copy of its own
+    path below the config's folder. A config's paths now share one base folder."""
+    from tha.train.inputs import resolve_input
+
+    image, mask = _images(shared)
+    root = tmp_path / "upstream"
+    (root / "data/images").mkdir(parents=True)
+    (root / "data/images/c.png").write_bytes(image.read_bytes())
+    (root / "data/images/m.png").write_bytes(mask.read_bytes())
+    example = root / "data/distill_examples/c"
+    example.mkdir(parents=True)
+    _write(example / "config.yaml", {"prefix": "data/distill_examples/c", "teacher": "rig",
+                                     "character_image_file_name": "data/images/c.png",
+                                     "face_mask_image_file_name": "data/images/m.png"})
+    monkeypatch.chdir(root)  # as upstream runs its examples
+    config = load_config(example / "config.yaml")
+    assert config.output == example
+    assert resolve_input(config, config.character_image_file_name, "c") == root / "data/images/c.png"
+    # a config of our own: everything beside it, whatever the cwd holds
+    own = tmp_path / "own"
+    (own / "data/images").mkdir(parents=True)
+    (own / "data/images/c.png").write_bytes(image.read_bytes())
+    _write(own / "config.yaml", {"prefix": "out", "teacher": "rig", "poses": "poses.pt",
+                                 "character_image_file_name": "data/images/c.png",
+                                 "face_mask_image_file_name": str(mask)})
+    config = load_config(own / "config.yaml")
+    assert config.output == own / "out" and config.path(config.poses) == own / "poses.pt"
+    assert resolve_input(config, config.character_image_file_name, "c") == own / "data/images/c.png"

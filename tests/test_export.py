@@ -354,3 +354,13 @@ def test_an_export_past_the_bounds_replaces_nothing(demo_exported, monkeypatch):
     assert "FAIL" not in str(err.value)
     assert {p.name: p.read_bytes() for p in (demo_exported / "export").iterdir()} == before
     assert [p.name for p in demo_exported.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("option, needle", [(["-o", "graphs"], "-o is the folder of the --onnx/--trt graphs"),
+                                            (["--fp16"], "--fp16 applies to the --onnx graphs"),
+                                            (["--verify-poses", "8"], "--verify-poses checks the --onnx/--trt")])
+def test_graph_options_with_web_alone_are_refused(tmp_path, option, needle):
+    """`--web DIR` took -o, --fp16 and --verify-poses and did nothing with them; without --onnx
+    or --trt they are refused, one line each, before any page is built."""
+    _one_line_error(run_cli("export", DEMO, "--web", tmp_path / "site", *option), needle, "add --onnx")
+    assert sorted(tmp_path.iterdir()) == []

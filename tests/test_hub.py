@@ -92,16 +92,31 @@ def test_cache_dir_follows_tha_home_then_xdg(monkeypatch, tmp_path):
     with pytest.raises(ThaError, match="tha models fetch lambda_00"):
         hub.resolve_model("lambda_00")
     (tmp_path / "home" / "models" / "lambda_00").mkdir(parents=True)
-    (tmp_path / "home" / "models" / "lambda_00" / "character_model.yaml").write_text("x")
+    for name in hub.MODELS["lambda_00"]:
+        (tmp_path / "home" / "models" / "lambda_00" / name).write_text("x")
     assert hub.resolve_model("lambda_00") == tmp_path / "home" / "models" / "lambda_00"
 
 
-def test_an_unwritable_cache_is_one_line(mirror, tmp_path):
+def test_an_unwritable_cache_is_one_line(mirror, tmp_path, monkeypatch):
     _, url = mirror
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(ThaError, match="cannot write") as err:
+    with pytest.raises(ThaError, match="cannot write the model cache .*Not a directory") as err:
         hub.fetch_model("tiny", tmp_path / "a_file", url)
     assert "\n" not in str(err.value)
+    # A folder this user may not write (as root, only simulated): pooch words it as "will not be
+    # able to download data files", which read as the mirror's failure; the cause is named instead.
+    import pooch.utils
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pooch.utils.os, "makedirs", denied)
+    with pytest.raises(ThaError) as err:
+        hub.fetch_model("tiny", tmp_path / "cache", url)
+    monkeypatch.undo()
+    message = str(err.value)
+    assert message == (f"cannot write the model cache {tmp_path / 'cache' / 'tiny'} (Permission denied: "
+                       f"{tmp_path / 'cache' / 'tiny'}); pass a writable --cache-dir"), message
 
 
 @pytest.mark.parametrize("as_url", [True, False])
@@ -143,3 +158,35 @@ def test_bench_and_export_take_a_fetched_models_name(tmp_path):
     started = tha("bench", "lambda_00", "--backends", "fastcpu", "--frames", "1", "--chart", tmp_path, env=env)
     assert_one_line_error(started, "is a directory")
     assert "ms/frame" not in started.stdout
+
+
+def test_an_unreadable_mirror_file_is_blamed_on_the_mirror(mirror, tmp_path):
+    """A file:// mirror's file that cannot be read (here a folder in its place) was reported as
+    a cache that cannot be written ("pass a writable --cache-dir"); it names the mirror now."""
+    root, _ = mirror
+    (root / "tiny" / "face_morpher.pt").unlink()
+    (root / "tiny" / "face_morpher.pt").mkdir()
+    with pytest.raises(ThaError) as err:
+        hub.fetch_model("tiny", tmp_path / "cache", str(root))
+    message = str(err.value)
+    assert message.startswith(f"cannot read {root / 'tiny' / 'face_morpher.pt'} in the mirror (Is a directory)")
+    assert "--cache-dir" not in message and "\n" not in message
+    assert sorted(p.name for p in (tmp_path / "cache" / "tiny").iterdir()) == ["character_model.yaml"]
+
+
+def test_a_partly_downloaded_model_is_listed_and_refused_as_such(tmp_path):
+    """`tha models list` called a model downloaded when only its first file was there (a fetch
+    stopped part way); it says what is missing, and the name is refused until it is whole."""
+    from cli import assert_one_line_error, tha
+
+    home = tmp_path / "home"
+    (home / "models" / "lambda_00").mkdir(parents=True)
+    (home / "models" / "lambda_00" / "character_model.yaml").write_text("x")
+    env = {"THA_HOME": str(home)}
+    listed = tha("models", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    lines = dict(line.split("\t")[:2] for line in listed.stdout.splitlines())
+    assert lines == {"lambda_00": "partly downloaded (missing character.png, face_morpher.pt, body_morpher.pt)",
+                     "lambda_01": "not downloaded"}
+    assert_one_line_error(tha("pose", "lambda_00", "-o", tmp_path / "x.png", env=env),
+                          "model 'lambda_00' is partly downloaded (missing", "tha models fetch lambda_00")

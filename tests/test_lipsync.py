@@ -146,6 +146,50 @@ def test_lossless_audio_is_the_wav_and_stereo_is_the_mean_of_its_channels(tmp_pa
     assert np.allclose(stereo, samples / 4, atol=1 / 32768)
 
 
+def silent_flac(path: Path, rate: int, seconds: int) -> Path:
+    """Silence compresses to almost nothing: 599 s at 384 kHz is a ~110 KB FLAC."""
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream("flac", rate=rate, layout="mono")
+        second = np.zeros((1, rate), np.int16)
+        for index in range(seconds):
+            frame = av.AudioFrame.from_ndarray(second, format="s16", layout="mono")
+            frame.sample_rate, frame.pts = rate, index * rate
+            out.mux(sound.encode(frame))
+        out.mux(sound.encode(None))
+    return path
+
+
+def test_high_rate_audio_is_read_at_48khz_with_the_same_mouth_track(tmp_path):
+    """Audio above 48 kHz is resampled while it decodes. An upload of 110 KB (silence at the
+    highest rate the limits allow, just under the length limit) once made 230 M float
+    samples, 5.3 GB to read and analyse as /api/tha/speak does; now its numpy arrays peak at 231 MB
+    (tracemalloc), bound 500. A 96 kHz recording moves the mouth as its 16 kHz original."""
+    import tracemalloc
+
+    from tha.models.limits import AUDIO_RATE_RANGE
+
+    audio = two_vowels()
+    original = analyse_wav(write_wav(tmp_path / "speech.wav", audio), FPS)
+    samples, rate = read_wav(encode(tmp_path / "speech.flac", audio, "flac", 96000))
+    assert rate == 48000 and len(samples) == pytest.approx(len(audio) * 3, abs=64)
+    resampled = analyse(samples, rate, FPS)
+    assert np.abs(resampled.openness - original.openness).max() < 0.05
+    voiced = original.openness > 0.5
+    assert (resampled.vowels[voiced].argmax(axis=1) == original.vowels[voiced].argmax(axis=1)).mean() > 0.9
+
+    upload = silent_flac(tmp_path / "huge.flac", AUDIO_RATE_RANGE[1], 599).read_bytes()
+    assert len(upload) < 200_000
+    tracemalloc.start()
+    try:
+        samples, rate = read_wav(upload)
+        track = analyse(samples, rate, FPS)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rate == 48000 and track.duration == pytest.approx(599, abs=0.1)
+    assert peak < 500e6, f"{peak / 1e6:.0f} MB"
+
+
 def _zero_bits(path: Path) -> bytes:
     data = bytearray(path.read_bytes())
     data[34:36] = b"\0\0"

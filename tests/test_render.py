@@ -13,7 +13,7 @@ from PIL import Image
 
 from tha.runtime.video import read_video
 from wav import RATE, write_wav
-from cli import THA, tha as run_tha
+from cli import THA, assert_one_line_error, tha as run_tha
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -180,3 +180,82 @@ def test_pose_track_values_are_clamped_as_tha_pose_clamps_them(tmp_path):
     track.write_text('{"head_x": 0.2}\n\n{"eye_wink_left": "x"}\n')
     with pytest.raises(ThaError, match=f"{track}:3: pose parameter 'eye_wink_left' has value 'x'"):
         read_pose_track(track)
+
+
+def test_a_png_folder_render_replaces_the_old_frames_whole(tmp_path):
+    """A shorter render into a frame folder of a longer one left the old frames past its end;
+    the folder is now built beside and swapped in whole, and a folder of the user's own is refused."""
+    track = tmp_path / "track.jsonl"
+    track.write_text('{}\n{"head_y": 0.5}\n{}\n')
+    frames_dir = tmp_path / "frames"
+    for count in ("3", "1"):
+        result = tha("render", str(DEMO), "--poses", str(track), "-o", str(frames_dir), "--frames", count)
+        assert result.returncode == 0, result.stderr
+        assert sorted(p.name for p in frames_dir.glob("*.png")) == [f"frame_{i:06d}.png" for i in range(int(count))]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no partial folders left
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "holiday.png").write_bytes(b"")
+    result = tha("render", str(DEMO), "--poses", str(track), "-o", str(mine), "--frames", "1")
+    assert_one_line_error(result, "frame folder", "not PNG frames tha wrote", "new or empty folder")
+    assert [p.name for p in mine.iterdir()] == ["holiday.png"]
+
+
+@pytest.mark.parametrize("interruption", [KeyboardInterrupt, RuntimeError])
+def test_adding_the_sound_replaces_the_video_in_one_step(tmp_path, monkeypatch, interruption):
+    """The silent video took the old one's place before its sound was added: a failure (or
+    Ctrl+C) while muxing left a soundless video where the old one was. Now the old video stays
+    until the finished one with sound replaces it, and no temporary is left in the folder."""
+    import av
+
+    from tha.runtime import render_file
+    from tha.runtime.render_file import render_to_file
+
+    audio = tone_wav(tmp_path / "speech.wav", 0.1, 0.2)
+    out = tmp_path / "talk.mp4"
+    render_to_file(DEMO, out, audio=audio, fps=8, progress=False)
+    with av.open(str(out)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+    old = out.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise interruption("stopped while muxing")
+
+    sound = render_file.read_wav(audio)  # read before FFmpeg's resampler, which it uses too, fails
+    monkeypatch.setattr(render_file, "read_wav", lambda path: sound)
+    monkeypatch.setattr(av, "AudioResampler", fail)  # the sound's encoding fails, after the frames
+    with pytest.raises(interruption):
+        render_to_file(DEMO, out, audio=audio, fps=8, max_frames=2, progress=False)
+    assert out.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav", "talk.mp4"]
+
+
+def test_audio_into_a_format_without_sound_says_so(tmp_path):
+    """--audio with a GIF or a PNG folder dropped the sound silently; it is one warning line
+    naming the formats that carry sound (the lip sync still applies)."""
+    audio = tone_wav(tmp_path / "speech.wav", 0.05, 0.1)
+    for out in (tmp_path / "talk.gif", tmp_path / "frames"):
+        result = tha("render", str(DEMO), "--audio", str(audio), "-o", str(out), "--fps", "8")
+        assert result.returncode == 0, result.stderr
+        warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == 1 and "no sound" in warnings[0] and ".mp4, .mkv, .webm, .mov" in warnings[0], warnings
+    result = tha("render", str(DEMO), "--audio", str(audio), "-o", str(tmp_path / "talk.mp4"), "--fps", "8")
+    assert result.returncode == 0 and "warning:" not in result.stderr, result.stderr
+
+
+def test_an_interrupted_png_render_leaves_the_old_frames_whole(tmp_path):
+    """Frames went straight into the folder, so Ctrl+C part way left old and new frames mixed;
+    the partial folder beside it is removed and the old frames stay as they were."""
+    from tha.runtime.video import VideoWriter
+
+    out = tmp_path / "frames"
+    with VideoWriter(out) as writer:
+        for frame in _still_frames(3):
+            writer.write(frame)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(out) as writer:
+            writer.write(np.zeros((64, 64, 4), np.uint8))
+            raise KeyboardInterrupt
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["frames"]

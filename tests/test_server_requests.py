@@ -142,6 +142,12 @@ def test_malformed_bodies_are_refused_with_one_line(served):
                       400, "levels deep"),
         "huge integer": (client.post("/api/tha/pose", content='{"head_x": ' + "9" * 5000 + "}", headers=JSON),
                          400, "not valid JSON"),
+        # curl -d sends a form Content-Type: FastAPI then sees no JSON object, and said only that
+        "JSON without its type": (client.post("/api/talkinghead/load_animator_settings", content=b'{"target_fps": 30}',
+                                              headers={"Content-Type": "application/x-www-form-urlencoded"}),
+                                  422, "came as application/x-www-form-urlencoded: send it with Content-Type: application/json"),
+        "JSON with no type": (client.post("/api/talkinghead/set_emotion", content=b'{"emotion_name": "joy"}'),
+                              422, "came as no Content-Type"),
         "templates as a list": (client.post("/api/talkinghead/load_emotion_templates", json=["joy"]),
                                 422, "valid dictionary"),
         "unknown parameter": (client.post("/api/talkinghead/load_emotion_templates",

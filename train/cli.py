@@ -1,10 +1,14 @@
 """`tha distill init IMAGE MASK -o DIR` and `tha distill run CONFIG.yaml [--resume] [--nproc N]`."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
-from typing import List
+from typing import TYPE_CHECKING, List
 
 import typer
+
+if TYPE_CHECKING:
+    from tha.train.config import DistillConfig
 
 distill_app = typer.Typer(no_args_is_help=True, help="Train a character's student from a teacher.")
 
@@ -41,6 +45,15 @@ def run(
     from tha.train.config import load_config
 
     config = load_config(config_path, set_)  # fail fast, before any worker starts
+    try:
+        model_dir = _run(config_path, config, resume, nproc, set_)
+    except KeyboardInterrupt:
+        typer.echo(_interrupted(config_path, config, nproc, set_), err=True)
+        raise typer.Exit(130) from None  # the shell's code for a Ctrl+C
+    typer.echo(f"done: {model_dir}")
+
+
+def _run(config_path: Path, config: DistillConfig, resume: bool, nproc: int, set_: List[str]) -> Path:
     if nproc > 1:
         from tha.train.ddp import launch
         from tha.train.distill import check_start, load_inputs
@@ -50,12 +63,23 @@ def run(
         load_inputs(config)
         check_start(config, resume)
         launch(config_path, resume, nproc, set_)
-        typer.echo(f"done: {config.output / 'character_model'}")
-        return
+        return config.output / "character_model"
     from tha.train.distill import distill
 
-    model_dir = distill(config, resume)
-    typer.echo(f"done: {model_dir}")
+    return distill(config, resume)
+
+
+def _interrupted(config_path: Path, config: DistillConfig, nproc: int, set_: List[str]) -> str:
+    """What a Ctrl+C leaves: the snapshot to resume from and the command that does, or that
+    there is none yet."""
+    from tha.train.snapshot import SNAPSHOT
+
+    snapshot = config.output / SNAPSHOT
+    command = ["tha", "distill", "run", str(config_path), *(["--nproc", str(nproc)] if nproc > 1 else []),
+               *(arg for item in set_ for arg in ("--set", item))]
+    if not snapshot.is_file():
+        return f"interrupted before the first snapshot; nothing to resume, start again with: {shlex.join(command)}"
+    return f"interrupted; the last snapshot is {snapshot}; resume from it with: {shlex.join([*command, '--resume'])}"
 
 
 def register(app: typer.Typer) -> None:

@@ -134,21 +134,26 @@ class DistillConfig:
 
     @property
     def directory(self) -> Path:
-        return Path(self.source).parent if self.source else Path.cwd()
+        """The folder every relative path of the config is resolved against (prefix, the input
+        images, teacher, poses): the config's own folder, so a config works from any cwd. The
+        one exception is a config like upstream's examples, written relative to upstream's
+        repository root: when its relative input images are all missing beside it but found
+        under the cwd, all its paths are resolved against the cwd instead."""
+        folder = Path(self.source).parent if self.source else Path.cwd()
+        inputs = [Path(v).expanduser() for v in (self.character_image_file_name, self.face_mask_image_file_name) if v]
+        relative = [p for p in inputs if not p.is_absolute()]
+        if relative and all(p.exists() and not (folder / p).exists() for p in relative):
+            return Path.cwd()
+        return folder
 
     def path(self, value: str) -> Path:
-        """Resolve a path from the YAML: relative to the YAML's folder, else to the cwd
-        (upstream's examples are relative to its repository root)."""
+        """A path from the YAML, resolved against ``directory``."""
         p = Path(value).expanduser()
-        if p.is_absolute():
-            return p
-        beside = self.directory / p
-        return beside if beside.exists() or not p.exists() else p
+        return p if p.is_absolute() else self.directory / p
 
     @property
     def output(self) -> Path:
-        p = Path(self.prefix).expanduser()
-        return p if p.is_absolute() else (self.directory / p).resolve()
+        return self.path(self.prefix).resolve()
 
 
 def _check(config: DistillConfig, label: str) -> None:

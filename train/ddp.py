@@ -61,3 +61,5 @@ if __name__ == "__main__":
     except ThaError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl+C reaches every worker; the launcher says how to resume
+        sys.exit(130)

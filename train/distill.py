@@ -34,12 +34,11 @@ from tha.train.config import DistillConfig, config_yaml
 from tha.train.inputs import load_character, load_face_mask, resolve_input
 from tha.train.poses import pose_source
 from tha.train.samples import psnr, write_samples
-from tha.train.snapshot import SNAPSHOT, load_snapshot, rng_state, save_snapshot, set_rng_state
+from tha.train.snapshot import SNAPSHOT, STAGES, load_snapshot, rng_state, save_snapshot, set_rng_state
 from tha.train.teacher_source import DistillTeacher, open_teacher
 
 HELD_OUT_SEED = 0x7A5EED  # held-out poses never come from the training generators
 MODEL_DIR = "character_model"
-STAGES = ("face", "body")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -357,38 +356,38 @@ class Distiller:
         if run.examples >= stage.num_examples:
             return
         global_batch = stage.batch_size * world.size
-        bar = tqdm(total=stage.num_examples, initial=run.examples, unit="ex", unit_scale=True,
-                   desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True)
-        last_snapshot, last_sample = run.examples // config.snapshot_every, run.examples // stage.sample_every
-        started, started_at, teacher_before = time.perf_counter(), run.examples, self.teacher_seconds
-        if run.examples == 0:
-            self._sample(stage, run.module, run.examples, writer)
-        while run.examples < stage.num_examples:
-            values, lr = self.step(run)
-            value, examples = values["loss"], run.examples
-            self.history[stage.name].append([float(examples), value])
-            bar.update(global_batch)
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            rate = (examples - started_at) / elapsed
-            bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
-            if world.main and writer is not None:
-                for name, term in values.items():
-                    writer.add_scalar(f"{stage.name}/{name}", term, examples)
-                writer.add_scalar(f"{stage.name}/learning_rate", lr, examples)
-                writer.add_scalar(f"{stage.name}/examples_per_s", rate, examples)
-            if examples // stage.sample_every > last_sample or examples >= stage.num_examples:
-                last_sample = examples // stage.sample_every
-                if world.main:
-                    eta = (stage.num_examples - examples) / max(rate, 1e-9)
-                    teacher = (self.teacher_seconds - teacher_before) / elapsed
-                    tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s (teacher {teacher:.0%} of the "
-                               f"time), ETA {eta / 60:.1f} min")
-                self._sample(stage, run.module, examples, writer)
-            if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
-                last_snapshot = examples // config.snapshot_every
-                self._snapshot(stage.name, examples, run.optimizer, run.generator, run.scaler,
-                               run.fill_state if run.fill_step < len(run.fill.order) else None, run.fill_step)
-        bar.close()
+        # closed however the loop ends, so what is printed after a Ctrl+C starts its own line
+        with tqdm(total=stage.num_examples, initial=run.examples, unit="ex", unit_scale=True,
+                  desc=f"{stage.name} morpher", disable=not world.main, dynamic_ncols=True) as bar:
+            last_snapshot, last_sample = run.examples // config.snapshot_every, run.examples // stage.sample_every
+            started, started_at, teacher_before = time.perf_counter(), run.examples, self.teacher_seconds
+            if run.examples == 0:
+                self._sample(stage, run.module, run.examples, writer)
+            while run.examples < stage.num_examples:
+                values, lr = self.step(run)
+                value, examples = values["loss"], run.examples
+                self.history[stage.name].append([float(examples), value])
+                bar.update(global_batch)
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                rate = (examples - started_at) / elapsed
+                bar.set_postfix(loss=f"{value:.4g}", lr=f"{lr:.2g}")
+                if world.main and writer is not None:
+                    for name, term in values.items():
+                        writer.add_scalar(f"{stage.name}/{name}", term, examples)
+                    writer.add_scalar(f"{stage.name}/learning_rate", lr, examples)
+                    writer.add_scalar(f"{stage.name}/examples_per_s", rate, examples)
+                if examples // stage.sample_every > last_sample or examples >= stage.num_examples:
+                    last_sample = examples // stage.sample_every
+                    if world.main:
+                        eta = (stage.num_examples - examples) / max(rate, 1e-9)
+                        teacher = (self.teacher_seconds - teacher_before) / elapsed
+                        tqdm.write(f"{stage.name} morpher: {rate:.1f} examples/s (teacher {teacher:.0%} of the "
+                                   f"time), ETA {eta / 60:.1f} min")
+                    self._sample(stage, run.module, examples, writer)
+                if examples // config.snapshot_every > last_snapshot or examples >= stage.num_examples:
+                    last_snapshot = examples // config.snapshot_every
+                    self._snapshot(stage.name, examples, run.optimizer, run.generator, run.scaler,
+                                   run.fill_state if run.fill_step < len(run.fill.order) else None, run.fill_step)
 
     def _snapshot(self, stage: str, examples: int, optimizer, generator, scaler,
                   fill_state: Tensor | None = None, fill_step: int = 0) -> None:

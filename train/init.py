@@ -2,6 +2,7 @@
 (the job of upstream's distiller UI)."""
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import numpy as np
 import yaml
 
 from tha.models.errors import ThaError
-from tha.models.files import atomic_write_text
+from tha.models.files import atomic_write_text, check_output_dir
+from tha.models.hub import MODELS
 from tha.models.image import save_png
 from tha.models.poser import FACE_COLS, FACE_ROWS
 from tha.train.inputs import load_character, load_face_mask
@@ -60,17 +62,34 @@ def preview(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _quoted(value: object) -> str:
-    """A YAML scalar for any path: ` #`, `:` or leading quotes in it stay part of the value."""
-    return yaml.safe_dump(str(value), default_style='"', width=1 << 16).strip()
+    """A YAML scalar for any path: ` #`, `:` or leading quotes in it stay part of the value, and
+    so does `${` (escaped, with any backslashes before it doubled, so OmegaConf does not read an
+    interpolation)."""
+    escaped = re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", str(value))
+    return yaml.safe_dump(escaped, default_style='"', width=1 << 16).strip()
+
+
+def _teacher(teacher: str) -> str:
+    """`rig`, a fetched model's name, or a path made absolute, so the config works from any
+    folder; a path that is not there is refused now, not when the run starts."""
+    path = Path(teacher).expanduser()
+    if teacher == "rig" or (teacher in MODELS and not path.exists()):
+        return teacher
+    if not path.exists():
+        raise ThaError(f"--teacher {teacher} does not exist; give rig, an upstream teacher folder, a "
+                       f"character model folder or a model name ({', '.join(MODELS)})")
+    return str(path.resolve())
 
 
 def init_run(image: Path, mask: Path, directory: Path, teacher: str) -> Path:
     """Check the inputs, write DIR/preview.png and DIR/config.yaml; return the config path."""
-    rgba = load_character(image)
-    face = load_face_mask(mask)
+    check_output_dir(directory, "-o")
     config = directory / "config.yaml"
     if config.exists():
         raise ThaError(f"{config} already exists; choose another -o folder or delete it first")
+    teacher = _teacher(teacher)
+    rgba = load_character(image)
+    face = load_face_mask(mask)
     directory.mkdir(parents=True, exist_ok=True)
     save_png(directory / "preview.png", preview(rgba, face))
     seeds = [secrets.randbits(64) for _ in range(4)]

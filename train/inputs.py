@@ -3,29 +3,47 @@ character on a transparent background with its head in the face box, and a 512x5
 face mask whose every channel is 0 or 255."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tha.models.errors import ThaError
+from tha.models.limits import IMAGE_LIMIT
 from tha.models.poser import FACE_COLS, FACE_ROWS
 
 SIZE = 512
+# black and white as 8-bit channels, a 1-bit image or a palette's colours; alpha is ignored
+MASK_MODES = ("RGB", "RGBA", "L", "1", "P")
 
 
 def _open(path: Path, what: str) -> Image.Image:
+    """The image, its size checked from the header before a pixel is decoded (a small PNG can
+    declare gigabytes of pixels)."""
     if not path.is_file():
         raise ThaError(f"{what} {path} does not exist")
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below is stricter
+            image = Image.open(path)
+        try:
+            _check_size(image.size, path, what)
+            image.load()
+        except BaseException:
+            image.close()  # PIL closes the file itself only after a whole load
+            raise
+    except Image.DecompressionBombError:  # PIL refuses twice its own limit before giving the size
+        raise ThaError(f"{what} {path} is {IMAGE_LIMIT}; it must be exactly {SIZE}x{SIZE}") from None
     except (UnidentifiedImageError, OSError, SyntaxError):
         raise ThaError(f"{what} {path} is not a readable image; give a PNG") from None
-    if image.size != (SIZE, SIZE):
-        raise ThaError(f"{what} {path} is {image.size[0]}x{image.size[1]}; it must be exactly "
-                       f"{SIZE}x{SIZE} (the face box is fixed in pixels)")
     return image
+
+
+def _check_size(size: tuple[int, int], path: Path, what: str) -> None:
+    if size != (SIZE, SIZE):
+        raise ThaError(f"{what} {path} is {size[0]}x{size[1]}; it must be exactly "
+                       f"{SIZE}x{SIZE} (the face box is fixed in pixels)")
 
 
 def load_character(path: Path) -> np.ndarray:
@@ -49,9 +67,11 @@ def load_character(path: Path) -> np.ndarray:
 def load_face_mask(path: Path) -> np.ndarray:
     """(512,512) bool: True where the face is."""
     image = _open(path, "face mask")
-    if image.mode not in ("RGB", "RGBA", "L"):
+    if image.mode not in MASK_MODES:
         raise ThaError(f"face mask {path} is mode {image.mode}; save it as an RGB PNG of 0 and 255 values")
-    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if image.mode == "P":  # a palette with transparency converts to RGB only by way of RGBA
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)  # mode "1" comes out as 0 and 255
     bad = ~np.isin(rgb, (0, 255))
     if bad.any():
         y, x, _ = np.argwhere(bad)[0]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 from tha.models.pose import POSE_GROUPS, POSE_PARAMETERS, Category, index_of
 
 NUM_POSE = len(POSE_PARAMETERS)
@@ -123,7 +123,7 @@ def load_pose_dataset(path: Path) -> PoseDataset:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file; all mean the same here
-        raise ThaError(f"{path} is not a readable pose tensor file ({str(err).splitlines()[0][:100]})") from None
+        raise ThaError(f"{path} is not a readable pose tensor file ({short_reason(err)})") from None
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, Tensor)), None)
     if not isinstance(data, Tensor) or data.dim() != 2 or data.shape[1] != NUM_POSE:

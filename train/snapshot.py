@@ -10,10 +10,14 @@ from typing import Any
 
 import torch
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 from tha.models.files import atomic_path
 
 SNAPSHOT = "snapshot.pt"
+STAGES = ("face", "body")
+# what a resume reads; "inputs", "seconds" and the fill position came later and are optional
+SNAPSHOT_KEYS = ("stage", "examples", "config", "face_morpher", "body_morpher", "optimizer", "generator",
+                 "scaler", "rng", "history", "psnr")
 
 
 def save_snapshot(directory: Path, state: dict[str, Any]) -> Path:
@@ -28,10 +32,20 @@ def load_snapshot(directory: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
-        raise ThaError(f"snapshot {path} cannot be read ({str(err).splitlines()[0][:100]}); "
+        raise ThaError(f"snapshot {path} cannot be read ({short_reason(err)}); "
                        "delete it to start over") from None
+    check_snapshot(path, state)
+    return state
+
+
+def check_snapshot(path: Path, state: object) -> None:
+    """Refuse a torch file that is not one of our snapshots (a student checkpoint, a state dict
+    copied in by hand), which would otherwise fail later on its first missing key."""
+    if not (isinstance(state, dict) and all(key in state for key in SNAPSHOT_KEYS) and state["stage"] in STAGES):
+        raise ThaError(f"{path} is not a tha distill snapshot; put back the {SNAPSHOT} tha distill wrote "
+                       "there, or change `prefix` to start a new run")
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from tha.models.errors import ThaError
-from tha.runtime.options import Backend, BackendChoice, Device, Fps, Frames, Precision, Record, precision_name
+from tha.runtime.options import (Backend, BackendChoice, Device, Emotion, Fps, Frames, Precision, Record,
+                                precision_name)
 from tha.runtime.puppeteers import Puppeteer
 
 VIEW_HELP = (
@@ -37,7 +38,7 @@ def demo(
     frames: Frames = None,
     record: Record = None,
     fps: Fps = 30.0,
-    emotion: str = typer.Option("joy", help="Emotion preset the demo character shows."),
+    emotion: Emotion = "joy",
     backend: Backend = BackendChoice.auto,
     device: Device = "cpu",
     precision: Precision = None,
