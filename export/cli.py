@@ -9,10 +9,11 @@ import typer
 
 from tha.models.cli import teacher_app
 from tha.models.errors import ThaError
+from tha.runtime.options import ModelDir
 
 
 def export(
-    model_dir: Path = typer.Argument(..., help="Character model directory (character_model.yaml)."),
+    model_dir: ModelDir,
     onnx: bool = typer.Option(False, "--onnx", help="Export ONNX graphs: face, body and the fused student."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write fp16 graphs (GEMMs fp16, sines fp32)."),
     trt: bool = typer.Option(False, "--trt", help="Build TensorRT engines from the graphs (needs CUDA)."),

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from tha.runtime.options import Device
+from tha.runtime.options import Device, ModelDir
 
 
 class DtypeChoice(str, Enum):
@@ -67,7 +67,7 @@ def _pose_and_write(poser, source, pose_vec, device: str, dtype, output: Path, s
 
 
 def pose(
-    model_dir: Path = typer.Argument(..., help="Character model directory (or a fetched name like lambda_00)."),
+    model_dir: ModelDir,
     set_: SetValues = [],
     pose_file: PoseFile = None,
     output: Output = Path("posed.png"),
@@ -87,7 +87,7 @@ def pose(
     _pose_and_write(poser, model.image_tensor(torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
 
 
-def info(model_dir: Path = typer.Argument(..., help="Character model directory or fetched name.")) -> None:
+def info(model_dir: ModelDir) -> None:
     """Describe a character model: files, networks, image, parameters.
 
     File sizes, network sizes and settings, an image check, and the 45 pose parameters."""

@@ -94,8 +94,9 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
             path = pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=file_name, path=target,
                                   downloader=download)
         except requests.RequestException as err:
-            raise ThaError(f"cannot download {url} ({_reason(err)}); offline, copy {', '.join(MODELS[name])} "
-                           f"from upstream's data/character_models/{name}/ into {target}/ by hand") from None
+            raise ThaError(f"cannot download {url} ({_reason(err)}); offline, pass --base-url FOLDER holding a copy of "
+                           f"upstream's data/character_models/, or copy {', '.join(MODELS[name])} into {target}/ "
+                           "by hand") from None
         except _MirrorUnreadable as err:
             raise ThaError(_mirror_problem(err.args[0], name, unquote(urlparse(url).path))) from None
         except ValueError:  # pooch's hash mismatch; it has deleted the download

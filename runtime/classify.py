@@ -7,10 +7,11 @@ its 28 GoEmotions labels are the names of our emotion presets (``configs/emotion
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, short_reason
 
 EXTRAS_DEFAULT_MODEL = "joeddav/distilbert-base-uncased-go-emotions-student"
 MAX_TEXT_CHARS = 20_000  # a chat message, not a book: longer text is cut (the model truncates to 512 tokens anyway)
@@ -30,11 +31,14 @@ class EmotionClassifier:
             from transformers import pipeline
         except ImportError:
             raise ThaError("--classify needs transformers: pip install 'tha[classify]'") from None
+        # huggingface_hub prints through a handler of its own and also passes each record on to
+        # ours: every retry of an offline download came out twice
+        logging.getLogger("huggingface_hub").handlers.clear()
         try:
             self._pipe = pipeline("text-classification", model=model, top_k=None, device="cpu")
         except (OSError, ValueError) as err:
-            reason = " ".join(str(err).split())[:300]
-            raise ThaError(f"--classify {model}: cannot load a text-classification model ({reason}); give a "
+            raise ThaError(f"--classify {model}: cannot load a text-classification model "
+                           f"({short_reason(err, 300)}); give a "
                            f"Hugging Face model name such as {EXTRAS_DEFAULT_MODEL} or a folder saved by "
                            "save_pretrained") from None
         self.labels = [self._pipe.model.config.id2label[i] for i in sorted(self._pipe.model.config.id2label)]

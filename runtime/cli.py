@@ -9,10 +9,9 @@ from typing import List, Optional
 import typer
 
 from tha.models.limits import FPS_RANGE
-from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Emotion, Fps, Frames, Precision,
-                                precision_name, video_output)
+from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Emotion, Fps, Frames, ModelDir,
+                                Precision, precision_name, video_output)
 
-MODEL_DIR_HELP = "Character model directory (or a `tha models` name)."
 ANIMATOR_HELP = "Animator settings JSON (timings, strengths)."
 
 
@@ -28,7 +27,7 @@ def _settings(path: Optional[Path]):
 
 
 def serve(
-    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    model_dir: ModelDir,
     host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback keeps it private."),
     port: int = typer.Option(5100, min=1, max=65535, help="Port (5100 is SillyTavern-extras' default)."),
     backend: Backend = BackendChoice.auto,
@@ -64,7 +63,7 @@ def serve(
 
 
 def render(
-    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    model_dir: ModelDir,
     output: Path = typer.Option(..., "-o", "--output", callback=video_output, help="out.mp4, out.webm / out.mov (with alpha), "
                                 "out.gif, or a directory for PNG frames."),
     audio: Optional[Path] = typer.Option(None, help="Speech audio (WAV, MP3, Ogg, FLAC, a video's sound "
@@ -97,7 +96,7 @@ def render(
 
 
 def bench(
-    model_dir: Path = typer.Argument(..., help="Character model directory."),
+    model_dir: ModelDir,
     backends: BackendList = "torch,fastcpu,ort,ort-fused",
     batch: int = typer.Option(0, "--batch", min=0, help="Also time N poses per call (render_batch) for each backend."),
     frames: int = typer.Option(5, "--frames", min=1, help="Timed frames per backend."),

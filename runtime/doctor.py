@@ -87,7 +87,8 @@ def check_onnxruntime_gpu() -> Check:
 
 def check_gl() -> Check:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return Check(False, "no DISPLAY/WAYLAND_DISPLAY: no window can open (the viewer needs a desktop or xvfb-run)")
+        return Check(False, "no DISPLAY/WAYLAND_DISPLAY: no window can open (the viewer needs a desktop or "
+                            "xvfb-run; --offscreen runs without one)")
     try:
         import glfw
     except ImportError as err:

@@ -182,7 +182,7 @@ class MicrophoneLevel:
             import sounddevice
         except (ImportError, OSError) as err:
             raise ThaError(f"live lip sync needs sounddevice and PortAudio ({err}); "
-                           "`pip install sounddevice` and `apt-get install libportaudio2`") from None
+                           "`pip install 'tha[audio]'` and `apt-get install libportaudio2`") from None
         block = int(self.rate * self.settings.window)
         try:
             self._stream = sounddevice.InputStream(samplerate=self.rate, channels=1, blocksize=block,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import warnings
 
@@ -47,10 +48,17 @@ def configure_logging() -> None:
 _click_errors = sys.modules[typer.BadParameter.__module__]
 
 
+def _terminated(signum: int, frame) -> None:
+    # SIGTERM (a service stop, `kill`) ends the command as Ctrl+C does, through its cleanup:
+    # by default Python dies on the spot and leaves a render's hidden temporary file behind.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """`tha`: our errors and click's (a bad option value, a missing argument) alike as one
     `error:` line and exit status 2; typer's own formatting would draw them as a box."""
     warnings.showwarning = _one_line_warning
+    signal.signal(signal.SIGTERM, _terminated)
     configure_logging()
     try:
         code = app(prog_name="tha", standalone_mode=False)

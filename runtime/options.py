@@ -43,6 +43,10 @@ def _torch_device(value: str) -> str:
     return value
 
 
+ModelDir = Annotated[Path, typer.Argument(
+    help="Character model directory (character_model.yaml and its files), or a fetched name like lambda_00.",
+    show_default=False)]
+
 Backend = Annotated[BackendChoice, typer.Option(
     "--backend", help="Inference backend; auto picks the fastest that opens here (`tha doctor` says which).")]
 
@@ -53,14 +57,15 @@ BackendList = Annotated[str, typer.Option(
 
 Device = Annotated[str, typer.Option(
     "--device", callback=_torch_device,
-    help="Torch device: cpu, cuda or cuda:N. Of the backends only torch uses it; the others pick their own.")]
+    help="Torch device: cpu, cuda or cuda:N. Where --backend is offered only torch uses it; the others pick "
+         "their own.")]
 
 Precision = Annotated[Optional[PrecisionChoice], typer.Option(
     "--precision", help="fp16, or fp32 (exact), for a backend that offers both (cuda); default: the backend's "
                         "own (fp16 for cuda).")]
 
 Frames = Annotated[Optional[int], typer.Option(
-    "--frames", min=1, help="Stop after N frames (default: until the window closes, the input ends or Ctrl+C).")]
+    "--frames", min=1, help="Stop after N frames (default: until the input ends, the window closes or Ctrl+C).")]
 
 
 def _emotion(value: str) -> str:

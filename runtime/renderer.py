@@ -53,8 +53,10 @@ def _export_dir(model: CharacterModel) -> Path:
 
 def _ort(provider: str, fused: bool = False) -> Callable[[CharacterModel, str], Backend]:
     def make(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
+        from tha.export.sessions import provider_list
         from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 
+        provider_list(provider)  # a missing provider is refused before the export, not after it
         export_dir = _export_dir(model)
         if fused:
             return OrtFusedBackend(export_dir, provider)
@@ -64,8 +66,9 @@ def _ort(provider: str, fused: bool = False) -> Callable[[CharacterModel, str], 
 
 
 def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
-    from tha.runtime.backends.trt import TrtBackend
+    from tha.runtime.backends.trt import TrtBackend, require_tensorrt
 
+    require_tensorrt()  # before the export, which takes a while and writes a folder
     export_dir = _export_dir(model)
     fp16 = (export_dir / "face.fp16.engine").is_file() or not (export_dir / "face.fp32.engine").is_file()
     return TrtBackend(model.image_tensor(), export_dir, fp16=fp16, face_pose_size=model.face_morpher.config.pose_size)

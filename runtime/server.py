@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import logging
 import socket
 import threading
@@ -282,7 +283,14 @@ class LimitedJsonRequest(Request):
 
 
 class LimitedJsonRoute(APIRoute):
-    """FastAPI's hook for a custom Request class: its body parsing then calls LimitedJsonRequest.json."""
+    """FastAPI's hook for a custom Request class: its body parsing then calls LimitedJsonRequest.json.
+    Every route's body is capped at the JSON limit unless it names its own (the two that carry
+    files): a route's limit, unlike the app's, is enforced inside the middleware, so CORS and
+    NamedBodyLimit see the refusal."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, max_body_size: int | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(path, endpoint, max_body_size=max_body_size or MAX_JSON_BYTES, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -291,6 +299,37 @@ class LimitedJsonRoute(APIRoute):
             return await handler(LimitedJsonRequest(request.scope, request.receive))
 
         return limited
+
+
+class NamedBodyLimit:
+    """Starlette answers a body past its limit with a bare "Content Too Large" from inside its
+    middleware (no handler sees it); this rewrites that answer to name the limit, as every
+    other refusal names its problem and fix. ``limits`` maps a path to its limit in bytes."""
+
+    def __init__(self, app: Callable, limits: Callable[[str], int]) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        replacing = False
+
+        async def send_named(message: dict) -> None:
+            nonlocal replacing
+            if message["type"] == "http.response.start" and message["status"] == 413:
+                replacing = True
+                limit = self.limits(scope["path"])
+                detail = f"the body is over this endpoint's limit of {limit / (1 << 20):g} MB ({limit:,} bytes)"
+                body = json.dumps({"detail": f"{detail}; send a smaller one"}).encode()
+                kept = [(k, v) for k, v in message["headers"] if k.lower() not in (b"content-type", b"content-length")]
+                await send({**message, "headers": [*kept, (b"content-type", b"application/json"),
+                                                   (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+            elif not replacing:  # the original 413 body is dropped
+                await send(message)
+
+        await self.app(scope, receive, send_named)
 
 
 class EmotionRequest(BaseModel):
@@ -316,9 +355,9 @@ def validation_message(err: RequestValidationError, content_type: str, shown: in
 
 
 def create_app(state: LiveState) -> FastAPI:
-    # Every body is capped at the JSON limit but the two that carry files: FastAPI refuses a larger
-    # Content-Length before reading (413 "Content Too Large") and counts the bytes as they stream.
-    app = FastAPI(title="tha serve", docs_url=None, redoc_url=None, max_body_size=MAX_JSON_BYTES)
+    # Body limits are per route (LimitedJsonRoute): FastAPI refuses a larger Content-Length before
+    # reading (413) and counts the bytes as they stream.
+    app = FastAPI(title="tha serve", docs_url=None, redoc_url=None)
     app.router.route_class = LimitedJsonRoute
     app.add_middleware(CORSMiddleware, allow_origins=list(state.config.allow_origins),
                        allow_methods=["GET", "POST"], allow_headers=["*"])
@@ -421,9 +460,13 @@ def create_app(state: LiveState) -> FastAPI:
         return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
     @app.post("/api/tha/speak", max_body_size=MAX_UPLOAD_BYTES)
-    async def speak(audio: Annotated[bytes, Body(media_type="application/octet-stream",
+    async def speak(request: Request,
+                    audio: Annotated[bytes, Body(media_type="application/octet-stream",
                                                  description=f"speech as the raw body: {AUDIO_FORMATS}")]):
         """Lip-sync to the audio file sent as the body, starting now (play the audio alongside)."""
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):  # as /load takes its image
+            raise HTTPException(415, "send the audio file as the raw request body, not as a form "
+                                     "(curl --data-binary @speech.wav, not -F)")
         fps = state.animator.settings.target_fps
         # Off the event loop (status and the feed keep answering), bounded by the audio limits
         # read_wav checks from the header and while decoding.
@@ -452,6 +495,8 @@ def create_app(state: LiveState) -> FastAPI:
         state.animator.set_overrides(values)
         return {"pinned": sorted(values)}
 
+    limits = {route.path: route.max_body_size for route in app.routes if isinstance(route, APIRoute)}
+    app.add_middleware(NamedBodyLimit, limits=lambda path: limits.get(path, MAX_JSON_BYTES))
     return app
 
 
@@ -502,6 +547,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 5100, virtua
             # service stop waits on that stream for ever
             app_config = uvicorn.Config(create_app(state), log_level="info",
                                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+            bound_host, bound_port = sock.getsockname()[:2]
+            log.info("serving http://%s:%d/ (SillyTavern: set the Extras URL to it); Ctrl+C stops",
+                     f"[{bound_host}]" if ":" in bound_host else bound_host, bound_port)
             _stopping_server(app_config, state.stopping).run(sockets=[sock])
         finally:
             state.close()

@@ -2,6 +2,8 @@
 cache, `auto` selection and `tha doctor`."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,9 @@ from tha.runtime.backends.base import FaceCache
 from tha.runtime.backends.cpu_ops import upsample2x
 from tha.runtime.backends.fastcpu import FastCPUBackend
 from tha.runtime.renderer import BACKENDS, PREFERENCE, choose_backend, open_backend
+from cli import assert_one_line_error, tha
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +170,25 @@ def test_missing_execution_provider_is_refused_with_a_reason():
         pytest.skip("this onnxruntime has CUDA")
     with pytest.raises(ThaError, match="no CUDAExecutionProvider"):
         provider_list("cuda")
+
+
+@pytest.mark.parametrize("backend, needle", [("trt", "needs TensorRT"), ("ort-cuda", "no CUDAExecutionProvider")])
+def test_a_backend_this_machine_lacks_is_refused_before_exporting(tmp_path, backend, needle):
+    """The ONNX/TensorRT backends export the model into the cache first; one this machine cannot
+    run was refused only after that export (seconds of progress bars and a folder written)."""
+    import importlib.util
+
+    import onnxruntime as ort
+
+    present = {"trt": importlib.util.find_spec("tensorrt") is not None and torch.cuda.is_available(),
+               "ort-cuda": "CUDAExecutionProvider" in ort.get_available_providers()}
+    if present[backend]:
+        pytest.skip(f"this machine can run {backend}")
+    home = tmp_path / "home"
+    result = tha("view", DEMO, "--backend", backend, "--offscreen", "--frames", "1", env={"THA_HOME": str(home)},
+                 timeout=300)
+    assert_one_line_error(result, needle)
+    assert not (home / "exports").exists() and "exporting" not in result.stderr
 
 
 def test_doctor_reports_each_capability_with_a_reason():

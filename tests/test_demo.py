@@ -102,6 +102,7 @@ def test_tha_demo_runs_offline_with_no_shared_data(tmp_path):
         command = ["unshare", "-n", *command]  # and no network at all where the kernel allows it
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout  # as `tha view --record` says
     assert not marker.exists(), f"the demo tried the network: {marker.read_text()}"
     frames, _ = read_video(out)
     assert len(frames) >= 3

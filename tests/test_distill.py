@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -681,13 +682,19 @@ def test_ctrl_c_names_the_last_snapshot_and_the_command_to_resume(shared, tmp_pa
     """Ctrl+C ended the run silently; now one line says where to resume from and how, exit 130."""
     face = {**_tiny(shared, tmp_path)["face"], "num_examples": 10**6}  # runs until interrupted
     path = _write(tmp_path / "long.yaml", _tiny(shared, tmp_path / "long", face=face))
+    # A shell without job control starts background commands with SIGINT ignored, and Python then
+    # keeps it ignored: the run is given the default disposition, as a terminal's Ctrl+C finds it.
     proc = subprocess.Popen([*THA, "distill", "run", str(path), "--set", "snapshot_every=8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "long/snapshot.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "long/snapshot.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a run of a million examples must not outlive a failed check
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if "interrupted" in line]
@@ -768,3 +775,23 @@ def test_relative_paths_resolve_against_the_configs_folder(shared, tmp_path, mon
     config = load_config(own / "config.yaml")
     assert config.output == own / "out" and config.path(config.poses) == own / "poses.pt"
     assert resolve_input(config, config.character_image_file_name, "c") == own / "data/images/c.png"
+
+
+def test_curve_draws_a_saved_log_and_refuses_what_is_not_one(tmp_path):
+    """`python -m tha.train.curve` (README): a log's held-out PSNR lines become a PNG chart; a
+    typo'd source was a FileNotFoundError traceback and no arguments an IndexError."""
+    log = tmp_path / "run.log"
+    log.write_text("face morpher: 1000 examples, held-out PSNR 24.50 dB at 0.5 min\r"
+                   "face morpher: 2000 examples, held-out PSNR 28.25 dB at 1.0 min\n"
+                   "body morpher: 1000 examples, held-out PSNR 27.00 dB at 1.5 min\n")
+    curve = [sys.executable, "-m", "tha.train.curve"]
+    done = subprocess.run([*curve, str(log), str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and f"wrote {tmp_path / 'c.png'}" in done.stdout, done.stderr
+    chart = Image.open(tmp_path / "c.png")
+    assert chart.format == "PNG" and chart.size == (700, 400)
+    for args, needle in (([], "the following arguments are required"),
+                         ([str(tmp_path / "nope"), str(tmp_path / "d.png")], "cannot read"),
+                         ([str(tmp_path / "c.png"), str(tmp_path / "d.png")], "has no held-out PSNR lines")):
+        failed = subprocess.run([*curve, *args], capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 2 and needle in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+    assert not (tmp_path / "d.png").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -104,7 +105,8 @@ def _still_frames(count: int) -> list[np.ndarray]:
 
 def test_a_failed_or_killed_render_leaves_the_old_video_whole(tmp_path):
     """The video is written under a hidden temporary name and renamed when finished: an error
-    in the middle, or a SIGKILL, leaves the video that was there before as it was."""
+    in the middle, a SIGTERM or a SIGKILL leaves the video that was there before as it was. A
+    SIGTERM (a service stop) also removes the temporary file, as Ctrl+C does; it stayed once."""
     from tha.runtime.video import VideoWriter
 
     out = tmp_path / "out.mp4"
@@ -121,19 +123,23 @@ def test_a_failed_or_killed_render_leaves_the_old_video_whole(tmp_path):
 
     track = tmp_path / "long.jsonl"
     track.write_text("".join(json.dumps({"head_y": (i % 20) / 20}) + "\n" for i in range(2000)))
-    process = subprocess.Popen([*THA, "render", str(DEMO), "--poses", str(track), "-o", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 240
-        while not any(p.stat().st_size for p in tmp_path.glob(".out.mp4.*.tmp")):
-            assert process.poll() is None and time.monotonic() < deadline, "the render ended before writing"
-            time.sleep(0.05)
-    finally:
-        process.kill()
-        process.wait()
-    assert out.read_bytes() == old
-    frames, _ = read_video(out)
-    assert len(frames) == 2
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        process = subprocess.Popen([*THA, "render", str(DEMO), "--poses", str(track), "-o", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 240
+            while not any(p.stat().st_size for p in tmp_path.glob(".out.mp4.*.tmp")):
+                assert process.poll() is None and time.monotonic() < deadline, "the render ended before writing"
+                time.sleep(0.05)
+        finally:
+            process.send_signal(stop)
+            _, stderr = process.communicate()
+        assert out.read_bytes() == old
+        frames, _ = read_video(out)
+        assert len(frames) == 2
+        if stop == signal.SIGTERM:
+            assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in stderr, stderr
+            assert not list(tmp_path.glob(".out.mp4.*.tmp"))
 
 
 @pytest.mark.skipif(bool(list(Path("/dev").glob("video*"))), reason="a video device exists here")

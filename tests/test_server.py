@@ -80,6 +80,8 @@ def fresh_frame(client) -> np.ndarray:
 
 def test_sillytavern_session(server, lambda00_dir):
     client, process, log_path = server
+    address = f"http://127.0.0.1:{client.base_url.port}/"
+    assert f"serving {address} (SillyTavern: set the Extras URL to it)" in log_path.read_text()
     # loadTalkingHead(): the character's talkinghead.png, then its (absent) per-character JSON files.
     png = (DEMO / "character.png").read_bytes()
     reply = client.post("/api/talkinghead/load", files={"file": ("talkinghead.png", png, "image/png")})

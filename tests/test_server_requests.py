@@ -109,17 +109,25 @@ def test_the_bodies_are_documented(served):
 
 def test_bodies_past_their_limit_are_413(served):
     """JSON bodies are capped at MAX_JSON_BYTES, the image and audio uploads at MAX_UPLOAD_BYTES,
-    whether the size is declared (refused before reading) or only known by counting a chunked body."""
+    whether the size is declared (refused before reading) or only known by counting a chunked body.
+    Starlette's reply was a bare "Content Too Large": it now names the route's limit, and keeps
+    the CORS header a browser needs to read it."""
     client, state = served
     big_json = b"{" + b" " * MAX_JSON_BYTES + b"}"
     png = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES)
-    replies = [client.post("/api/talkinghead/load_emotion_templates", content=big_json, headers=JSON),
-               client.post("/api/tha/pose", content=iter([big_json[:1000], big_json[1000:]]), headers=JSON),
-               client.post("/api/talkinghead/load", files={"file": ("t.png", png, "image/png")}),
-               client.post("/api/tha/speak", content=bytes(MAX_UPLOAD_BYTES + 1)),
-               client.post("/api/tha/speak", content=iter([bytes(MAX_UPLOAD_BYTES), b"1"]))]
-    for reply in replies:
-        assert reply.status_code == 413 and "Content Too Large" in reply.text, reply.text
+    origin = {"Origin": "http://localhost:8000"}
+    replies = [(client.post("/api/talkinghead/load_emotion_templates", content=big_json, headers={**JSON, **origin}),
+                MAX_JSON_BYTES),
+               (client.post("/api/tha/pose", content=iter([big_json[:1000], big_json[1000:]]), headers=JSON),
+                MAX_JSON_BYTES),
+               (client.post("/api/talkinghead/load", files={"file": ("t.png", png, "image/png")}), MAX_UPLOAD_BYTES),
+               (client.post("/api/tha/speak", content=bytes(MAX_UPLOAD_BYTES + 1), headers=origin), MAX_UPLOAD_BYTES),
+               (client.post("/api/tha/speak", content=iter([bytes(MAX_UPLOAD_BYTES), b"1"])), MAX_UPLOAD_BYTES)]
+    for reply, limit in replies:
+        assert reply.status_code == 413, reply.text
+        assert f"limit of {limit >> 20} MB ({limit:,} bytes)" in reply.json()["detail"], reply.text
+    assert replies[0][0].headers["access-control-allow-origin"] == "*"
+    assert replies[3][0].headers["access-control-allow-origin"] == "*"
     assert state.images == []
     # An upload under its own limit is over the JSON one: it reaches the endpoint all the same.
     half = client.post("/api/talkinghead/load", files={"file": ("t.png", png[: 2 * MAX_JSON_BYTES], "image/png")})
@@ -168,6 +176,9 @@ def test_malformed_bodies_are_refused_with_one_line(served):
         "not a PNG": (client.post("/api/talkinghead/load", files={"file": ("t.png", b"GIF89a", "image/png")}),
                       415, "not a PNG"),
         "no audio": (client.post("/api/tha/speak", content=b""), 422, "Field required"),
+        # /load takes its image as a form; the audio is the raw body, and a form said "not an audio file"
+        "audio as a form": (client.post("/api/tha/speak", files={"file": ("s.wav", tone_wav(0.5), "audio/wav")}),
+                            415, "raw request body, not as a form"),
         "not audio": (client.post("/api/tha/speak", content=b"RIFF not really a wave file"), 400, "not an audio file"),
     }
     for name, (reply, status, needle) in cases.items():

@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from tha.models.errors import ThaError
-from tha.runtime.options import (Backend, BackendChoice, Device, Emotion, Fps, Frames, Precision, Record,
-                                precision_name)
+from tha.runtime.options import (Backend, BackendChoice, Device, Emotion, Fps, Frames, ModelDir, Precision,
+                                Record, precision_name)
 from tha.runtime.puppeteers import Puppeteer
 
 VIEW_HELP = (
@@ -21,7 +21,6 @@ VIEW_HELP = (
     "--offscreen draws with no window system (EGL), for servers and recordings; give --frames or it runs "
     "until interrupted."
 )
-MODEL_DIR_HELP = "Character model directory (or a fetched name like lambda_00)."
 OFFSCREEN_HELP = "No window: draw in a headless EGL context (servers, CI, recordings)."
 
 
@@ -59,6 +58,8 @@ def demo(
     with open_backend(backend.value, DEMO_MODEL_DIR, device, precision_name(precision)) as engine:
         run_viewer(engine, source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
                    title="tha demo", interpolate=interpolate)
+    if record is not None:
+        typer.echo(f"wrote {record}")
 
 
 class ViewSource(str, Enum):
@@ -67,7 +68,7 @@ class ViewSource(str, Enum):
 
 
 def view(
-    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    model_dir: ModelDir,
     backend: Backend = BackendChoice.auto,
     precision: Precision = None,
     source: ViewSource = typer.Option(ViewSource.sliders, "--source", help="Where poses come from: the panel's "
@@ -105,7 +106,7 @@ def _video_poses(source, frames: int | None):
 
 
 def puppet(
-    model_dir: Path = typer.Argument(..., help=MODEL_DIR_HELP),
+    model_dir: ModelDir,
     video: Optional[Path] = typer.Argument(None, help="The video file, for --source video."),
     source: Puppeteer = typer.Option(Puppeteer.ifacialmocap, "--source", help="What drives the face."),
     phone: Optional[str] = typer.Option(None, "--phone", help="iFacialMocap: the phone's IP; sends it the start string."),
@@ -156,7 +157,8 @@ def puppet(
 
             with driver:
                 drawn = write_frames(engine, _video_poses(driver, frames), record, driver.fps, total=frames, desc="puppet")
-            print(f"drew {drawn} frames" + (f" to {record}" if record else "") + f" ({driver.status})")
+            plural = "s" if drawn != 1 else ""
+            print(f"drew {drawn} frame{plural}" + (f" to {record}" if record else "") + f" ({driver.status})")
             return
         from tha.viewer.app import run_viewer
 
@@ -164,6 +166,8 @@ def puppet(
                    title=f"tha puppet: {source.value}")
         if offscreen:  # no overlay shows the source's counters: say them once at the end
             print(f"{source.value}: {driver.status}")
+    if record is not None:
+        typer.echo(f"wrote {record}")
 
 
 def register(app: typer.Typer) -> None:

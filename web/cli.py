@@ -8,7 +8,7 @@ import typer
 
 def serve_web(
     site: Path = typer.Argument(..., help="A directory written by `tha export MODEL --web SITE`."),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; loopback keeps it private."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port; 0 picks a free one."),
 ) -> None:
     """Serve an exported web page on localhost.

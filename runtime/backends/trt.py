@@ -52,18 +52,24 @@ class Engine:
             raise ThaError("TensorRT failed to run an engine; rebuild it with `tha export MODEL_DIR --onnx --trt`")
 
 
+def require_tensorrt():
+    """The tensorrt module, or one line saying what this machine lacks for the trt backend."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise ThaError("the trt backend needs TensorRT: `pip install tensorrt` (see `tha doctor`)") from None
+    if not torch.cuda.is_available():
+        raise ThaError("the trt backend needs a CUDA GPU; none is visible (see `tha doctor`)")
+    return trt
+
+
 class TrtEngine:
     """face.<p>.engine + body.<p>.engine on one stream. The face engine's output tensor is the
     face cache (it is only overwritten on a miss) and the face is pasted straight into the body
     engine's input tensor."""
 
     def __init__(self, export_dir: Path, fp16: bool):
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise ThaError("the trt backend needs TensorRT: `pip install tensorrt` (see `tha doctor`)") from None
-        if not torch.cuda.is_available():
-            raise ThaError("the trt backend needs a CUDA GPU; none is visible (see `tha doctor`)")
+        trt = require_tensorrt()
         from tha.export.exporter import read_manifest
 
         hashes = read_manifest(export_dir).get("files", {})
