@@ -140,23 +140,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def temporary_directory_beside(path: Path) -> Path:
+    """An empty hidden directory in ``path``'s folder (made if missing), to take ``path``'s place."""
+    _make_parent(path)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as err:
+        raise ThaError(f"cannot write in {path.parent} ({err.strerror}); choose another path") from None
+
+
+def put_directory_in_place(tmp: Path, path: Path) -> None:
+    """``tmp``, given a plain ``mkdir``'s mode, takes ``path``'s place (an old ``path`` is moved
+    aside, then removed), so readers see the old or the new whole."""
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, old / path.name)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``path``; on success it takes ``path``'s place
-    (an old ``path`` is moved aside, then removed), so readers see the old or the new whole."""
+    """Yield an empty temporary directory beside ``path``; on success it takes ``path``'s place."""
     path = check_output_dir(path)
-    _make_parent(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp = temporary_directory_beside(path)
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        put_directory_in_place(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

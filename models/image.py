@@ -33,25 +33,29 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
 
 def open_png(source: str | Path | bytes, label: str) -> Image.Image:
     """Open and decode a PNG, checking its declared size against the pixel limit first (the
-    header is read before any pixel is decoded)."""
+    header is read before any pixel is decoded: a small PNG can declare gigabytes of pixels)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
-        check_image_size(*image.size, label)
-        if image.format != "PNG":
-            raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as an RGBA PNG")
-        image.load()
+        try:
+            check_image_size(*image.size, label)
+            if image.format != "PNG":
+                raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as an RGBA PNG")
+            image.load()
+        except BaseException:
+            image.close()  # PIL closes the file itself only after a whole load
+            raise
     except FileNotFoundError:
-        raise ThaError(f"image {label} does not exist") from None
+        raise ThaError(f"{label} does not exist") from None
     except IsADirectoryError:
-        raise ThaError(f"image {label} is a directory; give a PNG file") from None
+        raise ThaError(f"{label} is a directory; give a PNG file") from None
     except UnidentifiedImageError:
         raise ThaError(f"{label} is not an image; give a 512x512 RGBA PNG") from None
-    except Image.DecompressionBombError as err:
+    except Image.DecompressionBombError as err:  # PIL refuses twice its own limit before giving the size
         raise ThaError(f"{label} is {IMAGE_LIMIT} ({err}); give a 512x512 RGBA PNG") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ThaError(f"image {label} cannot be read ({err}); re-export it as a 512x512 RGBA PNG") from None
+        raise ThaError(f"{label} cannot be read ({err}); re-export it as a 512x512 RGBA PNG") from None
     return image
 
 

@@ -5,7 +5,7 @@ Animation, PNG folders); elsewhere frames are composited over a solid background
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import shutil
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tha.models.errors import ThaError
-from tha.models.files import (atomic_directory, check_output_path, check_replaceable_dir, put_in_place,
-                              temporary_beside, writes_through)
+from tha.models.files import (check_output_path, check_replaceable_dir, put_directory_in_place, put_in_place,
+                              temporary_beside, temporary_directory_beside, writes_through)
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,10 @@ class VideoWriter:
         self.format = FORMATS.get(self.path.suffix.lower())
         self._container = None
         self._stream = None
-        self._folder: AbstractContextManager[Path] | None = None  # atomic_directory of a PNG folder
-        self._temporary: Path | None = None
+        self._temporary: Path | None = None  # the hidden video file or PNG folder until close()
 
     def _open_folder(self) -> None:
-        self._folder = atomic_directory(self.path)
-        self._temporary = self._folder.__enter__()
+        self._temporary = temporary_directory_beside(self.path)
         (self._temporary / FRAMES_MARKER).write_bytes(b"")
 
     def _open(self, width: int, height: int) -> None:
@@ -124,7 +122,7 @@ class VideoWriter:
         if self.format is None:
             from tha.models.image import save_png  # torch-free CLI start: models.image loads torch
 
-            if self._folder is None:
+            if self._temporary is None:
                 self._open_folder()
             save_png(self._temporary / f"frame_{self.frames:06d}.png", rgba)
         else:
@@ -142,9 +140,9 @@ class VideoWriter:
 
     def close(self) -> None:
         try:
-            if self._folder is not None:
-                folder, self._folder, self._temporary = self._folder, None, None
-                folder.__exit__(None, None, None)  # the folder takes path's place
+            if self.format is None and self._temporary is not None:
+                put_directory_in_place(self._temporary, self.path)
+                self._temporary = None
             elif self._container is not None:
                 self._finish_video()
         finally:
@@ -177,13 +175,11 @@ class VideoWriter:
         if self._container is not None:
             self._container.close()
             self._container = None
-        if self._folder is not None:
-            folder, self._folder, self._temporary = self._folder, None, None
-            # as an error leaving its with block: the partial folder is removed, path untouched
-            folder.__exit__(RuntimeError, RuntimeError("render discarded"), None)
-        if self._temporary is not None:
+        if self._temporary is not None and self._temporary.is_dir():
+            shutil.rmtree(self._temporary, ignore_errors=True)
+        elif self._temporary is not None:
             self._temporary.unlink(missing_ok=True)
-            self._temporary = None
+        self._temporary = None
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -612,9 +612,9 @@ def test_init_refuses_a_huge_image_from_its_header(shared, tmp_path):
     image, mask = _images(shared)
     bomb = _png_declaring(tmp_path / "bomb.png", 14000, 14000)
     line = _one_error_line(_cli("distill", "init", str(bomb), str(mask), "-o", str(tmp_path / "run")))
-    assert "character image" in line and "pixel limit" in line and "exactly 512x512" in line
+    assert "character image" in line and "pixel limit" in line and "512x512" in line
     large = _png_declaring(tmp_path / "large.png", 10000, 10000)
-    with pytest.raises(ThaError, match="face mask .* is 10000x10000; it must be exactly 512x512"):
+    with pytest.raises(ThaError, match="face mask .* is 10000x10000 pixels, over the pixel limit"):
         load_face_mask(large)  # and no DecompressionBombWarning (an error here)
     assert not (tmp_path / "run").exists()
 

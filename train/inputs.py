@@ -3,14 +3,13 @@ character on a transparent background with its head in the face box, and a 512x5
 face mask whose every channel is 0 or 255."""
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from tha.models.errors import ThaError
-from tha.models.limits import IMAGE_LIMIT
+from tha.models.image import open_png
 from tha.models.poser import FACE_COLS, FACE_ROWS
 
 SIZE = 512
@@ -19,31 +18,11 @@ MASK_MODES = ("RGB", "RGBA", "L", "1", "P")
 
 
 def _open(path: Path, what: str) -> Image.Image:
-    """The image, its size checked from the header before a pixel is decoded (a small PNG can
-    declare gigabytes of pixels)."""
-    if not path.is_file():
-        raise ThaError(f"{what} {path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below is stricter
-            image = Image.open(path)
-        try:
-            _check_size(image.size, path, what)
-            image.load()
-        except BaseException:
-            image.close()  # PIL closes the file itself only after a whole load
-            raise
-    except Image.DecompressionBombError:  # PIL refuses twice its own limit before giving the size
-        raise ThaError(f"{what} {path} is {IMAGE_LIMIT}; it must be exactly {SIZE}x{SIZE}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError):
-        raise ThaError(f"{what} {path} is not a readable image; give a PNG") from None
-    return image
-
-
-def _check_size(size: tuple[int, int], path: Path, what: str) -> None:
-    if size != (SIZE, SIZE):
-        raise ThaError(f"{what} {path} is {size[0]}x{size[1]}; it must be exactly "
+    image = open_png(path, f"{what} {path}")
+    if image.size != (SIZE, SIZE):
+        raise ThaError(f"{what} {path} is {image.width}x{image.height}; it must be exactly "
                        f"{SIZE}x{SIZE} (the face box is fixed in pixels)")
+    return image
 
 
 def load_character(path: Path) -> np.ndarray:
