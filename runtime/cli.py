@@ -140,7 +140,8 @@ def bench(
             rows += extra_rows(kind, model_dir, frames)
     import torch
 
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+               f"{torch.get_num_threads()}, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     print(f"{model_dir.name}: {frames} frames after {warmup} warm-up, {'head-only' if head_only else 'full'} poses; {machine}")
     for line in format_table(rows):
         print(line)

@@ -99,8 +99,20 @@ def check_gl() -> Check:
     return Check(True, f"glfw {glfw.__version__} initialises on {os.environ.get('DISPLAY') or 'wayland'}")
 
 
+def check_cpu_threads() -> Check:
+    """Torch's CPU threads, and whether they wait for work passively (`tha` sets that unless the
+    user chose; see tha.runtime.main.wait_passively)."""
+    import torch
+
+    policy = os.environ.get("OMP_WAIT_POLICY") or ("spin count " + os.environ["GOMP_SPINCOUNT"]
+                                                   if "GOMP_SPINCOUNT" in os.environ else "OpenMP's default (spinning)")
+    return Check(True, f"{os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads; idle threads wait: "
+                       f"{policy} (OMP_WAIT_POLICY)")
+
+
 def capabilities() -> dict[str, Check]:
     return {
+        "cpu": check_cpu_threads(),
         "cuda": check_cuda(),
         "tensorrt": check_module("tensorrt", "--backend trt needs `pip install tensorrt` and an NVIDIA GPU (no wheel "
                                              "was reachable where tha is built and tested, so trt is untested; "

@@ -2,6 +2,7 @@
 cache, `auto` selection and `tha doctor`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,7 @@ def test_doctor_reports_each_capability_with_a_reason():
     from tha.runtime.doctor import capabilities, check_module
 
     caps = capabilities()
-    assert set(caps) == {"cuda", "tensorrt", "triton", "cuda-python", "onnxruntime", "onnxruntime-gpu", "opengl",
+    assert set(caps) == {"cpu", "cuda", "tensorrt", "triton", "cuda-python", "onnxruntime", "onnxruntime-gpu", "opengl",
                          "mediapipe"}
     assert caps["onnxruntime"].ok and "CPUExecutionProvider" in caps["onnxruntime"].detail
     assert caps["onnxruntime-gpu"].ok == ("CUDAExecutionProvider" in ort.get_available_providers())
@@ -206,6 +207,29 @@ def test_doctor_reports_each_capability_with_a_reason():
         assert ("CPU-only build" in caps["cuda"].detail) == (torch.version.cuda is None)
     missing = check_module("tha_no_such_module", "`pip install it`")
     assert not missing.ok and "ModuleNotFoundError" in missing.detail and missing.detail.endswith("`pip install it`")
+
+
+def test_tha_lets_idle_cpu_threads_sleep_unless_the_user_chose():
+    """Spinning OpenMP threads halved fastcpu's speed beside a busy process (runtime.main's
+    wait_passively has the figures). The setting works only if made before torch loads, and
+    a user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept."""
+    import subprocess
+    import sys
+
+    from cli import THA
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tha.runtime.main; print('torch' in sys.modules)"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "False"  # torch is not loaded before main() sets the policy
+    plain = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+    def cpu_line(**env: str) -> str:
+        run = subprocess.run([*THA, "doctor"], capture_output=True, text=True, env={**plain, **env}, timeout=300)
+        return next(line for line in run.stdout.splitlines() if line.split()[1:2] == ["cpu"])
+
+    assert "wait: PASSIVE" in cpu_line()
+    assert "wait: active" in cpu_line(OMP_WAIT_POLICY="active")
+    assert "spin count 5000" in cpu_line(GOMP_SPINCOUNT="5000")
 
 
 def test_a_triton_too_old_for_the_fused_kernels_is_one_line(monkeypatch):
