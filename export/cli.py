@@ -30,23 +30,38 @@ def export(
     if web is not None and not onnx and not trt:
         _refuse_graph_options(out, fp16, verify_poses)
     model_dir = resolve_model(model_dir)  # a fetched model's name, as every other command takes
+    if not onnx and not trt and web is None:
+        raise ThaError("nothing to export: pass --onnx (and optionally --fp16, --trt) or --web OUT")
+    out_dir = out or model_dir / "export"
+    if onnx or trt:  # both outputs are checked before either is written
+        _check_graph_target(model_dir, out_dir, web, trt)
     if web is not None:
         from tha.web.build import export_web
 
         export_web(model_dir, web)
         print(f"wrote the web page to {web}; serve it with `tha serve-web {web}`")
-        if not onnx and not trt:
-            return
     if not onnx and not trt:
-        raise ThaError("nothing to export: pass --onnx (and optionally --fp16, --trt) or --web OUT")
+        return
     from tha.export.exporter import ExportOptions, export_student
 
     options = ExportOptions(fp16, trt) if verify_poses is None else ExportOptions(fp16, trt, verify_poses)
-    result = export_student(model_dir, out or model_dir / "export", options)
+    result = export_student(model_dir, out_dir, options)
     for path in result.files:
         print(f"wrote {path}")
     for parity in result.parity:
         print(parity.line())
+
+
+def _check_graph_target(model_dir: Path, out_dir: Path, web: Optional[Path], trt: bool) -> None:
+    from tha.export.exporter import check_export_target
+
+    check_export_target(model_dir, out_dir)
+    if web is not None and web.resolve() == out_dir.resolve():
+        raise ThaError(f"--web and -o both name {out_dir}; give the page and the graphs a folder each")
+    if trt:
+        from tha.export.trt_engine import require_tensorrt
+
+        require_tensorrt()
 
 
 def _refuse_graph_options(out: Optional[Path], fp16: bool, verify_poses: Optional[int]) -> None:

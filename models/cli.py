@@ -33,14 +33,10 @@ def _checked_request(output: Path, save_tensor: Optional[Path], assignments: lis
     the output paths, then the pose vector and the torch dtype."""
     import torch
 
-    from tha.models.errors import ThaError
-    from tha.models.files import check_output_path
+    from tha.models.files import check_output_path, check_png_output
     from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
 
-    check_output_path(output, "-o")
-    if output.suffix and output.suffix.lower() != ".png":  # a .jpg holding PNG bytes misleads every viewer
-        raise ThaError(f"-o {output}: the frame is written as a PNG (it keeps the transparency); "
-                       f"give a .png name, e.g. {output.with_suffix('.png')}")
+    check_png_output(output, "-o")
     if save_tensor is not None:
         check_output_path(save_tensor, "--save-tensor")
     base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()

@@ -51,6 +51,15 @@ def check_output_path(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def check_png_output(path: str | Path, what: str) -> Path:
+    """``check_output_path`` for a file written as a PNG: a .jpg name holding PNG bytes misleads
+    every viewer, so any other suffix is refused."""
+    path = check_output_path(path, what)
+    if path.suffix and path.suffix.lower() != ".png":
+        raise ThaError(f"{what} {path}: it is written as a PNG; give a .png name, e.g. {path.with_suffix('.png')}")
+    return path
+
+
 def _existing_ancestor(path: Path, what: str) -> Path:
     """The nearest existing folder above ``path`` (refused when it is a file)."""
     ancestor = path.parent

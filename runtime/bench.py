@@ -19,7 +19,8 @@ from tha.runtime.renderer import PRECISIONS
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "torch"
+# The upstream-style eager fp32 student the ratios are against: on the CPU, else on the GPU.
+REFERENCES = ("torch", "torch-cuda")
 
 
 @dataclass(frozen=True)
@@ -113,14 +114,22 @@ def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
     return [Row(str(label), float(ms)) for label, ms in rows]
 
 
+def reference(rows: list[Row]) -> Row | None:
+    return next((r for label in REFERENCES for r in rows if r.label == label), None)
+
+
+def ms_text(ms: float) -> str:
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}"  # GPU rows are fractions of a millisecond
+
+
 def format_table(rows: list[Row]) -> list[str]:
-    ref = next((r.ms for r in rows if r.label == REFERENCE), None)
-    width = max(24, *(len(r.label) + 2 for r in rows))
-    lines = [f"{'backend':<{width}}{'ms/frame':>10}{'FPS':>8}{'x torch':>9}"]
+    ref = reference(rows)
+    header = f"x {ref.label if ref else REFERENCES[0]}"
+    width, ratio_width = max(24, *(len(r.label) + 2 for r in rows)), len(header) + 2
+    lines = [f"{'backend':<{width}}{'ms/frame':>10}{'FPS':>8}{header:>{ratio_width}}"]
     for r in rows:
-        ratio = f"{ref / r.ms:8.2f}x" if ref else "       -"
-        digits = 3 if r.ms < 10 else 1  # GPU rows are fractions of a millisecond
-        lines.append(f"{r.label:<{width}}{r.ms:>10.{digits}f}{r.fps:>8.2f}{ratio:>9}")
+        ratio = f"{ref.ms / r.ms:.2f}x" if ref else "-"
+        lines.append(f"{r.label:<{width}}{ms_text(r.ms):>10}{r.fps:>8.2f}{ratio:>{ratio_width}}")
     return lines
 
 
@@ -134,9 +143,10 @@ def write_chart(rows: list[Row], path: Path, title: str) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     labels = [r.label for r in rows]
-    ax.barh(labels, [r.ms for r in rows], color=["#888" if r.label == REFERENCE else "#3a7" for r in rows])
+    ref = reference(rows)
+    ax.barh(labels, [r.ms for r in rows], color=["#888" if r is ref else "#3a7" for r in rows])
     for i, r in enumerate(rows):
-        ax.text(r.ms, i, f" {r.ms:.0f} ms ({r.fps:.2f} FPS)", va="center", fontsize=8)
+        ax.text(r.ms, i, f" {ms_text(r.ms)} ms ({r.fps:.2f} FPS)", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("ms per frame (lower is better)")
     ax.set_title(title, fontsize=9)

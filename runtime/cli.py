@@ -115,7 +115,7 @@ def bench(
     from tqdm import tqdm
 
     from tha.models.character import load_character_model
-    from tha.models.files import check_output_path
+    from tha.models.files import check_png_output
     from tha.models.hub import resolve_model
     from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
                                    time_backend, time_batch, time_blend, write_chart)
@@ -123,7 +123,7 @@ def bench(
     from tha.runtime.renderer import BACKENDS, open_backend
 
     model_dir = resolve_model(model_dir)
-    check_output_path(chart)  # before minutes of timing, not after
+    check_png_output(chart, "--chart")  # before minutes of timing, not after
     names = parse_backends(backends, list(BACKENDS))
     poses = bench_poses(frames + warmup, head_only)
     rows: list[Row] = []

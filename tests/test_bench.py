@@ -37,6 +37,14 @@ def test_table_ratios_are_against_torch():
     assert lines[2].split()[2] == "2.50"
 
 
+def test_gpu_rows_are_against_torch_cuda_to_the_microsecond():
+    """The GPU set `tha bench --help` suggests has no CPU torch row: its ratios were all "-"."""
+    lines = format_table([Row("torch-cuda", 6.0), Row("cuda:fp16", 1.15)])
+    assert lines[0].split()[-2:] == ["x", "torch-cuda"]
+    assert lines[2].split() == ["cuda:fp16", "1.150", "869.57", "5.22x"]
+    assert format_table([Row("fastcpu", 400.0)])[1].split()[-1] == "-"
+
+
 def test_chart_is_a_png(tmp_path):
     path = write_chart([Row("torch", 2000.0), Row("ort", 700.0)], tmp_path / "c.png", "t")
     assert np.asarray(Image.open(path)).ndim == 3
@@ -53,6 +61,12 @@ def test_missing_extra_measure_is_one_line(tmp_path, caplog, monkeypatch):
     monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("tha.viewer.no_such_bench", "measure_viewer"))
     assert extra_rows("viewer", tmp_path, 1) == []
     assert caplog.messages == ["--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"]
+
+
+def test_a_chart_name_that_is_not_png_is_refused_before_timing(tmp_path):
+    result = tha("bench", DEMO, "--backends", "fastcpu", "--chart", tmp_path / "out.jpg")
+    assert_one_line_error(result, "--chart", "out.jpg", "written as a PNG", "out.png", code=2)
+    assert "bench:" not in result.stderr and not (tmp_path / "out.jpg").exists()
 
 
 def test_backend_list_is_validated():

@@ -311,6 +311,12 @@ def test_export_output_paths_are_checked_before_any_work(tmp_path):
     _one_line_error(run_cli("export", DEMO, "--onnx", "-o", tmp_path / "mine"), "not an export")
     assert (tmp_path / "file").read_text() == "keep me"
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    # with --web too: the page used to be built and put in place before -o was refused
+    _one_line_error(run_cli("export", DEMO, "--web", tmp_path / "site", "--onnx", "-o", tmp_path / "mine"),
+                    "not an export")
+    _one_line_error(run_cli("export", DEMO, "--web", tmp_path / "both", "--onnx", "-o", tmp_path / "both"),
+                    "--web and -o both name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
 
 
 def test_export_files_follow_the_umask(tmp_path):

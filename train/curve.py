@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tha.models.errors import ThaError
-from tha.models.files import atomic_path, check_output_path
+from tha.models.files import atomic_path, check_png_output
 from tha.train.snapshot import load_snapshot
 
 LOG_LINE = re.compile(r"(face|body) morpher: (\d+) examples, held-out PSNR ([\d.]+) dB at ([\d.]+) min")
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("title", nargs="?", help="the chart's title (default: SOURCE)")
     args = parser.parse_args(argv)
     try:
-        check_output_path(args.out, "OUT.png")
+        check_png_output(args.out, "OUT.png")
         plot_curve(read_points(args.source), args.out, args.title or str(args.source))
     except ThaError as err:
         parser.exit(2, f"error: {err}\n")
