@@ -90,8 +90,9 @@ def video_output(value: Path | None) -> Path | None:
 
 Record = Annotated[Optional[Path], typer.Option(
     "--record", callback=video_output,
-    help=f"Write the drawn frames (no panel) to a video ({', '.join(FORMATS)}; {_ALPHA_FORMATS} keep alpha) or, "
-         "with no suffix, a folder of PNGs.")]
+    help=f"Write what the viewer shows (the character over its background, no panel) at --fps, in real time "
+         f"(a slow frame is repeated), to a video ({', '.join(FORMATS)}) or, with no suffix, a folder of PNGs. "
+         f"For a transparent video ({_ALPHA_FORMATS}) use `tha render`.")]
 
 Fps = Annotated[float, typer.Option(
     "--fps", min=FPS_RANGE[0], max=FPS_RANGE[1],

@@ -275,6 +275,27 @@ def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path,
     assert psnr_on_character(first, reference, checkerboard(512, 512)) >= 40.0
 
 
+def test_a_recording_keeps_the_sessions_pace(backend, pose, tmp_path, monkeypatch):
+    """Each step wrote one frame of 1/fps: on a CPU where a step takes longer, a 35 s session
+    became a 10 s video playing 3.5x too fast. A slow step now repeats its frame."""
+    from tha.viewer.app import Viewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    out = tmp_path / "frames"
+    with Viewer(backend, SliderSource(pose), offscreen=True, record=out, fps=30.0) as viewer:
+        began = time.perf_counter()
+        while viewer.writer is None:  # steps until the first rendered frame is shown and recorded
+            assert time.perf_counter() - began < 120, "no frame was rendered"
+            first_step = time.perf_counter()
+            viewer.step()
+        time.sleep(0.5)
+        viewer.step()
+        ended = time.perf_counter()
+        written = viewer.writer.frames
+    assert int(0.5 * 30) + 1 <= written <= int((ended - first_step) * 30) + 1
+    assert len(list(out.glob("frame_*.png"))) == written
+
+
 def test_missing_display_is_one_clear_line(backend, monkeypatch):
     from tha.viewer.app import Viewer
 

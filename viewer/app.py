@@ -29,7 +29,8 @@ class Viewer:
 
     def __init__(self, backend: Backend, source: PoseSource, *, offscreen: bool = False, overlay: bool = True,
                  title: str = "tha", size: tuple[int, int] = DEFAULT_SIZE, record: Path | None = None,
-                 fps: float = 30.0, screenshot_dir: Path | None = None, interpolate: bool = True):
+                 fps: float = 30.0, screenshot_dir: Path | None = None, interpolate: bool = True,
+                 max_frames: int | None = None):
         from tha.viewer.canvas import BACKGROUNDS, Canvas
         from tha.viewer.overlay import Overlay, Readout
 
@@ -54,8 +55,9 @@ class Viewer:
         self.render_loop = RenderLoop(backend, source, LoopOptions(interpolate=interpolate, display_fps=fps))
         blended = " + blended frames" if self.render_loop.timeline is not None else ""
         self.readout = Readout(backend=backend.name + blended, source=source.name)
-        self.record, self.fps = record, fps
+        self.record, self.fps, self.max_frames = record, fps, max_frames
         self.writer = None
+        self._record_start = 0.0
         self.screenshot_dir = Path.cwd() if screenshot_dir is None else Path(screenshot_dir)
         self.last_screenshot: Path | None = None
         self.frames = 0  # frames drawn that show a rendered character
@@ -248,13 +250,28 @@ class Viewer:
         save_png(path, self.canvas.composite())
         return path
 
+    @property
+    def done(self) -> bool:
+        """The window was closed, or ``max_frames`` frames were shown (recorded, when recording)."""
+        count = self.frames if self.writer is None else self.writer.frames
+        return self.should_close or (self.max_frames is not None and count >= self.max_frames)
+
     def _write_video_frame(self) -> None:
+        """The video keeps the session's pace: a step slower than 1/fps repeats the frame, as a
+        screen recorder does, so motion driven by the clock (the animator, a face) and sound
+        recorded beside it are not sped up."""
         from tha.runtime.video import VideoWriter
 
+        now = time.perf_counter()
         pixels = self.canvas.composite()
         if self.writer is None:
             self.writer = VideoWriter(self.record, self.fps, (pixels.shape[1], pixels.shape[0]))
-        self.writer.write(pixels)
+            self._record_start = now
+        due = int((now - self._record_start) * self.fps) + 1
+        if self.max_frames is not None:
+            due = min(due, self.max_frames)
+        for _ in range(due - self.writer.frames):
+            self.writer.write(pixels)
 
 
 def run_viewer(backend: Backend, source: PoseSource, *, offscreen: bool = False, max_frames: int | None = None,
@@ -265,9 +282,9 @@ def run_viewer(backend: Backend, source: PoseSource, *, offscreen: bool = False,
     paced at ``fps``; a window follows the display (capped at 120 Hz where vsync is absent)."""
     period = 1.0 / fps if (offscreen or record is not None) else 1.0 / 120.0
     with Viewer(backend, source, offscreen=offscreen, overlay=overlay, title=title, record=record, fps=fps,
-                interpolate=interpolate) as viewer:
+                interpolate=interpolate, max_frames=max_frames) as viewer:
         next_time = time.perf_counter()
-        while not viewer.should_close and (max_frames is None or viewer.frames < max_frames):
+        while not viewer.done:
             viewer.step()
             next_time += period
             delay = next_time - time.perf_counter()
