@@ -156,7 +156,9 @@ def puppet(
             from tha.runtime.render_file import write_frames
 
             with driver:
-                drawn = write_frames(engine, _video_poses(driver, frames), record, driver.fps, total=frames, desc="puppet")
+                known = [n for n in (frames, driver.frame_count) if n is not None]
+                drawn = write_frames(engine, _video_poses(driver, frames), record, driver.fps,
+                                     total=min(known) if known else None, desc="puppet")
             plural = "s" if drawn != 1 else ""
             print(f"drew {drawn} frame{plural}" + (f" to {record}" if record else "") + f" ({driver.status})")
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,8 @@ class FaceMeshTracker:
     def __init__(self, static_images: bool = False):
         import mediapipe as mp
 
+        # mediapipe 0.10.14 calls a protobuf API that warns on every run; nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_images, max_num_faces=1, refine_landmarks=True,
             min_detection_confidence=0.5, min_tracking_confidence=0.5)
@@ -298,6 +301,16 @@ class CaptureSource(PoseSource):
     @property
     def fps(self) -> float:
         return self._fps
+
+    @property
+    def frame_count(self) -> int | None:
+        """A video file's frame count as its header states it; None for a camera or when unknown."""
+        if self.path is None or not self.opened:
+            return None
+        import cv2
+
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        return count if count > 0 else None
 
     def read(self, now: float) -> np.ndarray:
         with self._lock:
