@@ -118,6 +118,23 @@ def test_overrides_pin_parameters_and_release():
         animator.set_overrides({"head_xx": 0.1})
 
 
+def test_pinned_parameters_hold_exactly_while_the_rest_animates():
+    """Pins hold against sway, breathing, blinks and the talking mouth; the rest keeps moving."""
+    animator = Animator(AnimatorSettings(blink_interval_min=0.5, blink_interval_max=1.0, seed=7))
+    pins = {"head_x": 0.3, "breathing": 0.0, "eye_wink_left": 0.0, "mouth_aaa": 0.25}
+    animator.set_overrides(pins)
+    animator.start_talking()
+    _, poses = simulate(animator, 8, start=0)
+    for name, value in pins.items():
+        assert np.all(poses[:, index_of(name)] == np.float32(value)), name
+    for name in ("head_y", "eye_wink_right", "mouth_iii"):  # unpinned: sway, blinks, talking
+        assert np.ptp(poses[:, index_of(name)]) > 0.05, name
+    animator.set_overrides({})  # released: head_x sways and breathing breathes again
+    _, after = simulate(animator, 8, start=8)
+    assert np.ptp(after[:, index_of("head_x")]) > 0.05
+    assert after[:, index_of("breathing")].max() > 0.9
+
+
 def test_same_seed_same_animation():
     a, b = Animator(AnimatorSettings(seed=9)), Animator(AnimatorSettings(seed=9))
     assert np.array_equal(simulate(a, 5)[1], simulate(b, 5)[1])

@@ -180,7 +180,8 @@ class Animator(PoseSource):
             self.settings = settings
 
     def set_overrides(self, values: Mapping[str, float]) -> None:
-        """Pin parameters to values on top of the emotion (``{}`` releases them all)."""
+        """Pin parameters to values on top of the whole animation: every pose read returns them
+        exactly until released (``{}`` releases them all)."""
         pose = pose_from_dict(values)
         with self._lock:
             self._overrides = {index_of(k): float(pose[index_of(k)]) for k in values}
@@ -230,7 +231,13 @@ class Animator(PoseSource):
             pose[BREATHING] = s.breathing_strength * breath(now - self._start, s.breathing_cycle_duration)
             pose[_BLINK] = np.maximum(pose[_BLINK], self._blink(now))
             pose[_MOUTH] = np.maximum(pose[_MOUTH], self._mouth_shapes(now, dt))
-            return np.clip(pose, LOWER, UPPER).astype(np.float32)
+            pose = np.clip(pose, LOWER, UPPER).astype(np.float32)
+            # Pins go on last: sway, breathing, blink and mouth must not move a pinned parameter.
+            # (They are in the target pose too, so the base rests there and easing back after a
+            # release starts from the pinned value.)
+            for index, value in self._overrides.items():
+                pose[index] = value
+            return pose
 
     def _target_pose(self) -> np.ndarray:
         pose = self.emotions.get(self.emotion, neutral_pose()).copy()
