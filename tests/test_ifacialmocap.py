@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tha.models.errors import ThaError
 from tha.models.pose import index_of, neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, ConverterSettings, FaceState
 from tha.runtime.sources.ifacialmocap import (
@@ -199,6 +200,26 @@ def test_default_listens_on_all_interfaces_so_the_phone_reaches_it():
     assert DEFAULT_BIND == "0.0.0.0" and IFacialMocapSource().bind == DEFAULT_BIND
     help_text = tha("puppet", "--help", timeout=120, env={"COLUMNS": "200"}).stdout
     assert "all interfaces" in " ".join(help_text.split())
+
+
+@pytest.mark.parametrize("bind", ["192.0.2.1", "nosuch.invalid"])
+def test_bind_to_an_address_this_machine_lacks_names_bind(bind):
+    """192.0.2.1 (TEST-NET-1) is no address of this machine; the advice is about --bind, not the port."""
+    source = IFacialMocapSource(bind=bind, port=0)
+    with pytest.raises(ThaError) as caught:
+        source.start()
+    message = str(caught.value)
+    assert f"--bind {bind}" in message and "0.0.0.0" in message and "--port" not in message
+    assert "\n" not in message
+
+
+def test_busy_port_says_pick_another_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        source = IFacialMocapSource(bind="127.0.0.1", port=busy.getsockname()[1])
+        with pytest.raises(ThaError, match="pick another --port") as caught:
+            source.start()
+    assert "--bind" not in str(caught.value)
 
 
 def test_offscreen_puppet_reports_malformed_packets(tmp_path):

@@ -64,6 +64,107 @@ def test_serve_web_refuses_a_directory_that_is_not_a_site(tmp_path):
     assert_one_line_error(tha("serve-web", str(tmp_path)), "not an exported site")
 
 
+@pytest.fixture()
+def tiny_site(tmp_path) -> Path:
+    """Enough of an exported site for make_server: index.html, tha.json and a vendor folder."""
+    (tmp_path / "index.html").write_text("<html>tha</html>")
+    (tmp_path / "tha.json").write_text("{}")
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "ort.mjs").write_text("export {};")
+    return tmp_path
+
+
+def _serve(site: Path, host: str = "127.0.0.1"):
+    from tha.web.serve import make_server
+
+    server = make_server(site, host, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _get(server, path: str):
+    """(status, headers (case-insensitive), body) of GET ``path``."""
+    import http.client
+
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def _stop(server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_serve_web_serves_files_but_no_directory_listings(tiny_site):
+    server = _serve(tiny_site)
+    try:
+        status, headers, body = _get(server, "/")
+        assert status == 200 and body == b"<html>tha</html>"
+        assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        status, headers, _ = _get(server, "/vendor/ort.mjs")
+        assert status == 200 and headers["Content-Type"] == "text/javascript"
+        assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        for folder in ("/vendor/", "/vendor", "/vendor/?x=1", "/vendor/../vendor/"):
+            status, _, body = _get(server, folder)
+            assert status == 404 and b"ort.mjs" not in body, folder
+        assert _get(server, "/../../etc/passwd")[0] == 404
+    finally:
+        _stop(server)
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_serve_web_listens_on_an_ipv6_host(tiny_site):
+    from tha.web.serve import host_port
+
+    assert host_port("::1", 8000) == "[::1]:8000"  # the URL tha serve-web prints (was http://::1:8000/)
+    server = _serve(tiny_site, "::1")
+    try:
+        assert server.server_address[0] == "::1"
+        status, headers, body = _get(server, "/")
+        assert status == 200 and body == b"<html>tha</html>"
+        assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    finally:
+        _stop(server)
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "nosuch.invalid"])
+def test_serve_web_on_a_host_this_machine_lacks_names_the_host(tiny_site, host):
+    result = tha("serve-web", str(tiny_site), "--host", host, "--port", "0")
+    assert_one_line_error(result, f"--host {host}", "127.0.0.1")
+    assert "--port" not in result.stderr
+
+
+def test_serve_web_on_a_busy_port_says_pass_another_port(tiny_site):
+    import socket
+
+    from tha.models.errors import ThaError
+    from tha.web.serve import make_server
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(ThaError, match="pass another --port") as caught:
+            make_server(tiny_site, "127.0.0.1", busy.getsockname()[1])
+    assert "--host" not in str(caught.value)
+
+
 # ---- the page in Chromium ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ def serve_web(
     """Serve an exported web page on localhost.
 
     Cross-origin isolated (COOP/COEP), so WebAssembly runs threaded."""
-    from tha.web.serve import make_server
+    from tha.web.serve import host_port, make_server
 
     server = make_server(site, host, port)
-    typer.echo(f"serving {site} at http://{host}:{server.server_address[1]}/ (Ctrl+C stops)")
+    typer.echo(f"serving {site} at http://{host_port(host, server.server_address[1])}/ (Ctrl+C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -3,7 +3,10 @@ it cross-origin isolated (COOP same-origin + COEP require-corp), which the brows
 before it lets WebAssembly use threads (SharedArrayBuffer)."""
 from __future__ import annotations
 
+import errno
 import functools
+import os
+import socket
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,6 +30,18 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
             self.send_header(key, value)
         super().end_headers()
 
+    def send_head(self):
+        """Files only: a directory other than the site's root is 404, never an HTML listing."""
+        path = self.translate_path(self.path)
+        if os.path.isdir(path) and os.path.realpath(path) != os.path.realpath(self.directory):
+            self.send_error(404, "File not found")
+            return None
+        return super().send_head()
+
+    def list_directory(self, path):  # the root without index.html: no listing either
+        self.send_error(404, "File not found")
+        return None
+
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
         pass  # a page load is ~20 requests; the terminal stays readable
 
@@ -37,6 +52,28 @@ def make_server(site: Path, host: str = "127.0.0.1", port: int = 8000) -> Thread
         raise ThaError(f"{site} is not an exported site (no index.html and tha.json); "
                        f"run `tha export MODEL --web {site}` first")
     try:
-        return ThreadingHTTPServer((host, port), functools.partial(IsolatedHandler, directory=str(site)))
+        server_class = _server_class(host, port)
+        return server_class((host, port), functools.partial(IsolatedHandler, directory=str(site)))
     except OSError as err:
-        raise ThaError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None
+        raise _listen_error(err, host, port) from None
+
+
+def _server_class(host: str, port: int) -> type[ThreadingHTTPServer]:
+    """ThreadingHTTPServer with the address family of ``host`` (IPv6 for ``::1``; raises gaierror)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return type("IsolatedServer", (ThreadingHTTPServer,), {"address_family": family})
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_error(err: OSError, host: str, port: int) -> ThaError:
+    """One line that names the cause: a busy port, or a --host this machine cannot listen on."""
+    shown = host_port(host, port)
+    reason = err.strerror or str(err)
+    if isinstance(err, socket.gaierror) or err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return ThaError(f"cannot listen on {shown} ({reason}); --host {host} is not an address of this machine: "
+                        "give one such as 127.0.0.1")
+    return ThaError(f"cannot listen on {shown} ({reason}); pass another --port")

@@ -8,6 +8,7 @@ port 49983; it starts after the computer sends :data:`START_STRING` to the phone
 """
 from __future__ import annotations
 
+import errno
 import math
 import socket
 import threading
@@ -162,14 +163,21 @@ class IFacialMocapSource(PoseSource):
             sock.bind((self.bind, self.port))
         except OSError as err:
             sock.close()
-            raise ThaError(f"cannot listen for iFacialMocap on {self.bind}:{self.port} ({err.strerror}); "
-                           "pick another --port or close the program using it") from None
+            raise self._bind_error(err) from None
         sock.settimeout(0.05)
         self._sock = sock
         self._stop.clear()
         self._send_start()
         self._thread = threading.Thread(target=self._receive_loop, name="ifacialmocap", daemon=True)
         self._thread.start()
+
+    def _bind_error(self, err: OSError) -> ThaError:
+        """One line that names the cause: a busy port, or a --bind address this machine does not have."""
+        where = f"cannot listen for iFacialMocap on {self.bind}:{self.port} ({err.strerror or err})"
+        if isinstance(err, socket.gaierror) or err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+            return ThaError(f"{where}; --bind {self.bind} is not an address of this machine: "
+                            "pass 0.0.0.0 (all interfaces) or one of its addresses")
+        return ThaError(f"{where}; pick another --port or close the program using it")
 
     def _send_start(self) -> None:
         if self.phone is None or self._sock is None:
