@@ -271,3 +271,57 @@ def test_torch_cuda_frame_stays_on_device(lambda00, student_reference):
         got = backend.render_tensor(pose).cpu()
     d = (got - torch.from_numpy(student_reference["blended_image"][:1])).abs()
     assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (float(d.max()), float(d.mean()))
+
+
+def test_one_backend_renders_from_two_threads_at_once(fast):
+    """The pasted image, face cache and engine buffers are shared between calls: without the
+    lock, 11 of 12 frames came back with the other thread's pose (or a mix)."""
+    import threading
+
+    poses = random_poses(2, seed=5)
+    poses[1, :39] = 1.0 - poses[1, :39]  # different faces too, so the face cache is exercised
+    want = [fast.render(p).host() for p in poses]
+    barrier, got = threading.Barrier(2), {0: [], 1: []}
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        got[i] = [fast.render(poses[i]).host() for _ in range(6)]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wrong = sum(not np.array_equal(frame, want[i]) for i in (0, 1) for frame in got[i])
+    assert wrong == 0, f"{wrong} of 12 frames wrong"
+
+
+@pytest.mark.parametrize("pose, needle", [
+    (np.zeros(44, np.float32), "a pose has 45 values, got 44"),
+    (np.zeros(46, np.float32), "a pose has 45 values, got 46"),
+    (np.where(np.arange(45) == 26, np.nan, 0).astype(np.float32), "pose parameter 'mouth_aaa' is nan"),
+    (np.where(np.arange(45) == 44, np.inf, 0).astype(np.float32), "pose parameter 'breathing' is inf"),
+])
+def test_a_bad_pose_is_one_line_error_on_every_pipeline_path(fast, lambda00, pose, needle):
+    from tha.runtime.backends.torch import TorchBackend
+
+    for call in (fast.render, fast.render_tensor, TorchBackend(lambda00).render):
+        with pytest.raises(ThaError, match=needle) as err:
+            call(pose)
+        assert "\n" not in str(err.value)
+
+
+def test_render_batch_names_the_shape_it_takes(fast):
+    with pytest.raises(ThaError, match=r"render_batch takes \(N,45\) poses, got shape \(45,\)"):
+        fast.render_batch(np.zeros(45, np.float32))
+    with pytest.raises(ThaError, match=r"render_batch needs at least one pose, got shape \(0, 45\)"):
+        fast.render_batch(np.zeros((0, 45), np.float32))
+    frames = fast.render_batch(np.zeros((2, 45), np.float32))
+    assert isinstance(frames, torch.Tensor) and frames.shape == (2, 512, 512, 4) and frames.dtype == torch.uint8
+
+
+def test_frame_types_are_what_the_contract_says(fast):
+    """On the CPU a frame is a torch tensor; host() is a NumPy array (the docstring said either)."""
+    frame = fast.render(np.zeros(45, np.float32))
+    assert isinstance(frame.rgba, torch.Tensor) and not frame.on_device
+    assert isinstance(frame.host(), np.ndarray) and frame.host().shape == (512, 512, 4)

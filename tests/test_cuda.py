@@ -61,6 +61,16 @@ def _on_cpu(model, precision: str, fused: bool = False) -> CudaBackend:
     return backend
 
 
+def test_cuda_backend_checks_poses_before_the_device_sees_them(lambda00):
+    """The pipeline backends' one-line pose errors hold for the CUDA backend too (its graphs
+    would copy a wrong-size pose into a static buffer)."""
+    backend = _on_cpu(lambda00, "fp32")
+    with pytest.raises(ThaError, match="a pose has 45 values, got 44"):
+        backend.render_eager(np.zeros(44, np.float32))
+    with pytest.raises(ThaError, match=r"render_batch takes \(N,45\) poses, got shape \(45,\)"):
+        backend.render_batch(np.zeros(45, np.float32))
+
+
 def _eager_frames(backend: CudaBackend, poses: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Each pose alone through ``_frame`` (face included), then all of them through ``_batch_run``."""
     batch = torch.zeros(len(poses), 512, 512, 4, dtype=torch.uint8)

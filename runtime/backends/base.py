@@ -1,7 +1,9 @@
 """The backend contract: load a character model once, then pose -> frame, as fast as it can.
 
-A frame is display-ready straight-alpha RGBA uint8 (H,W,4): on the host, or already on the
-GPU (a CUDA tensor) so the viewer can hand it to OpenGL without a round trip.
+A frame is display-ready straight-alpha RGBA uint8 (H,W,4). ``Frame.rgba`` is what the engine
+made: a ``torch.Tensor`` on the CPU (torch, fastcpu, ort, trt) or on the GPU (cuda, torch-cuda:
+no round trip before OpenGL), or a NumPy array (ort-fused). ``Frame.host()`` always gives a
+NumPy array on the host.
 """
 from __future__ import annotations
 
@@ -11,10 +13,38 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tha.models.errors import ThaError
+from tha.models.pose import PARAMETER_NAMES, POSE_SIZE, check_value
+
+
+def check_pose(pose: np.ndarray) -> np.ndarray:
+    """``pose`` as a flat (45,) float32 array, or a one-line ThaError: a wrong size would fail
+    deep in torch, and NaN/inf would render silently. Out-of-range finite values pass (callers
+    such as the CLI clamp them)."""
+    flat = np.asarray(pose, dtype=np.float32).reshape(-1)
+    if flat.shape[0] != POSE_SIZE:
+        raise ThaError(f"a pose has {POSE_SIZE} values, got {flat.shape[0]}")
+    if not np.isfinite(flat).all():
+        i = int(np.flatnonzero(~np.isfinite(flat))[0])
+        check_value(PARAMETER_NAMES[i], float(flat[i]))  # raises, naming the parameter
+    return flat
+
+
+def check_poses(poses: np.ndarray) -> np.ndarray:
+    """``poses`` as an (N,45) float32 array with N >= 1, or a one-line ThaError (a single (45,)
+    pose used to end in an IndexError deep inside)."""
+    batch = np.asarray(poses, dtype=np.float32)
+    if batch.ndim != 2 or batch.shape[1] != POSE_SIZE:
+        raise ThaError(f"render_batch takes (N,{POSE_SIZE}) poses, got shape {batch.shape}; "
+                       f"render(pose) takes one ({POSE_SIZE},) pose")
+    if batch.shape[0] == 0:  # the frame size is the engine's: no empty batch to return without it
+        raise ThaError(f"render_batch needs at least one pose, got shape {batch.shape}")
+    return batch
+
 
 @dataclass(frozen=True)
 class Frame:
-    rgba: np.ndarray | torch.Tensor  # (H,W,4) uint8; a torch tensor may live on CUDA
+    rgba: np.ndarray | torch.Tensor  # (H,W,4) uint8: a CPU or CUDA tensor, or a NumPy array
 
     @property
     def on_device(self) -> bool:
@@ -27,13 +57,17 @@ class Frame:
 
 
 class Backend(ABC):
-    """One character model behind one inference engine."""
+    """One character model behind one inference engine.
+
+    Every backend checks each pose (``check_pose``: a one-line ThaError for a wrong size or
+    NaN/inf) and may be called from several threads at once (a call waits for the one in
+    progress where the engine reuses buffers)."""
 
     name: str = "?"
 
     @abstractmethod
     def render(self, pose: np.ndarray) -> Frame:
-        """(45,) float32 pose -> display-ready frame."""
+        """(45,) float32 pose -> display-ready frame (see the module docstring for its type)."""
 
     def render_tensor(self, pose: np.ndarray) -> torch.Tensor:
         """(45,) pose -> (1,4,512,512) float32 in the [-1,1] space, for parity checks.
@@ -41,9 +75,11 @@ class Backend(ABC):
         raise NotImplementedError(f"backend {self.name} produces uint8 frames only")
 
     def render_batch(self, poses: np.ndarray) -> np.ndarray | torch.Tensor:
-        """(N,45) poses -> (N,H,W,4) uint8 frames. This default renders them one by one;
-        the CUDA backend runs the whole batch as one graph."""
-        frames = [self.render(p).rgba for p in poses]
+        """(N,45) poses, N >= 1 -> (N,H,W,4) uint8 frames: a torch.Tensor (on the GPU for the
+        CUDA backends) when the frames are tensors, else a NumPy array. A (45,) pose or N == 0
+        is a ThaError. This default renders them one by one; the CUDA backend runs the whole
+        batch as one graph."""
+        frames = [self.render(p).rgba for p in check_poses(poses)]
         return torch.stack(frames) if isinstance(frames[0], torch.Tensor) else np.stack(frames)
 
     def close(self) -> None:

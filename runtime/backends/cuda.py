@@ -11,6 +11,7 @@ graph per batch size used.
 from __future__ import annotations
 
 import copy
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -21,7 +22,7 @@ from torch import Tensor
 from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms, per_sample
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
-from tha.runtime.backends.base import Backend, FaceCache, Frame
+from tha.runtime.backends.base import Backend, FaceCache, Frame, check_pose, check_poses
 from tha.runtime.renderer import PRECISIONS
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
@@ -110,6 +111,7 @@ class CudaBackend(Backend):
         if fused and precision != "fp16":
             raise ThaError("--backend cuda-fused runs fp16 GEMMs; for fp32 use --backend cuda --precision fp32")
         self.name = "cuda-fused" if fused else f"cuda-{precision}"
+        self.lock = threading.RLock()  # the graphs' static buffers are shared by every call
         self.precision = precision
         self.device = device
         self.face, self.body = folded_student(model, precision, self.device)
@@ -143,24 +145,27 @@ class CudaBackend(Backend):
 
     def _upload(self, pose: np.ndarray) -> bool:
         """Pose to the device (pageable source: staged at once, no sync); True on a face-cache miss."""
-        pose = np.ascontiguousarray(pose, dtype=np.float32).reshape(1, -1)
+        pose = check_pose(pose).reshape(1, -1)
         self.pose.copy_(torch.from_numpy(pose), non_blocking=True)
         return self.face_cache.changed(pose[0])
 
     def render(self, pose: np.ndarray) -> Frame:
-        (self._full if self._upload(pose) else self._body_only).replay()
-        return Frame(self.rgba.clone())  # the static buffer is rewritten by the next frame
+        with self.lock:
+            (self._full if self._upload(pose) else self._body_only).replay()
+            return Frame(self.rgba.clone())  # the static buffer is rewritten by the next frame
 
     def render_eager(self, pose: np.ndarray) -> Frame:
         """The same frame without the graph (to check that replay equals eager)."""
-        miss = self._upload(pose)
-        with self._scope():
-            self._frame(face=miss)
-        return Frame(self.rgba.clone())
+        with self.lock:
+            miss = self._upload(pose)
+            with self._scope():
+                self._frame(face=miss)
+            return Frame(self.rgba.clone())
 
     def render_tensor(self, pose: np.ndarray) -> Tensor:
-        self.render(pose)
-        return self.posed.clone()
+        with self.lock:
+            self.render(pose)
+            return self.posed.clone()
 
     def _batch_run(self, poses: Tensor, out: Tensor) -> None:
         vmap = torch.func.vmap
@@ -171,7 +176,10 @@ class CudaBackend(Backend):
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
         """(N,45) poses -> (N,H,W,4) uint8 frames on the GPU; one graph per N (no face cache)."""
-        poses = np.ascontiguousarray(poses, dtype=np.float32)
+        with self.lock:
+            return self._render_batch(np.ascontiguousarray(check_poses(poses)))
+
+    def _render_batch(self, poses: np.ndarray) -> Tensor:
         n = len(poses)
         if n not in self._batch:
             h, w = self.image.shape[-2:]

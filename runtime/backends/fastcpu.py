@@ -133,7 +133,7 @@ class FastCPUBackend(PipelineBackend):
 
     def fields(self, pose: np.ndarray) -> tuple[Tensor, Tensor]:
         """(face-pasted image, body fields) of a pose, both the caller's to keep."""
-        with self.engine.scope():
+        with self.lock, self.engine.scope():
             p = self.pose_tensor(pose)
             image = self.pasted_image(pose, p)
             return image.clone(), self.engine.fast_body.fields(image, p).clone()

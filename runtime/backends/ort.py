@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from tha.export.sessions import open_session
-from tha.runtime.backends.base import Backend, Frame
+from tha.runtime.backends.base import Backend, Frame, check_pose
 from tha.runtime.backends.pipeline import PipelineBackend
 
 
@@ -49,5 +49,4 @@ class OrtFusedBackend(Backend):
         self.name = "ort-fused" + ("" if provider == "cpu" else f"-{provider}") + ("-fp16" if fp16 else "")
 
     def render(self, pose: np.ndarray) -> Frame:
-        pose = np.asarray(pose, dtype=np.float32)[None]
-        return Frame(self.session.run(None, {"pose": pose})[0])
+        return Frame(self.session.run(None, {"pose": check_pose(pose)[None]})[0])

@@ -9,6 +9,7 @@ written here once. The CUDA-graph backend replays these same stages as captured 
 """
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
-from tha.runtime.backends.base import Backend, FaceCache, Frame
+from tha.runtime.backends.base import Backend, FaceCache, Frame, check_pose
 
 
 class Engine(Protocol):
@@ -36,7 +37,11 @@ class Engine(Protocol):
 
 
 class PipelineBackend(Backend):
-    """A character model behind one engine, rendered through the one frame path."""
+    """A character model behind one engine, rendered through the one frame path.
+
+    ``render``, ``render_tensor`` and ``render_batch`` are safe to call from several threads:
+    the pasted image, the face cache and the engine's buffers are shared between calls, so one
+    lock (uncontended: well under a microsecond) serialises the frames."""
 
     def __init__(self, engine: Engine, image: Tensor, face_pose_size: int, pasted: Tensor | None = None):
         """``image`` (1,4,H,W) on the engine's device and dtype; ``pasted``: the buffer the face
@@ -47,9 +52,11 @@ class PipelineBackend(Backend):
         self.pasted = image.clone() if pasted is None else pasted
         self.face_pose_size = face_pose_size
         self.face_cache = FaceCache(face_pose_size)
+        self.lock = threading.Lock()  # held for a whole frame: the buffers above are reused
 
     def pose_tensor(self, pose: np.ndarray) -> Tensor:
-        p = torch.from_numpy(np.asarray(pose, dtype=np.float32).reshape(1, -1))
+        """The pose on the engine's device; every engine's pose enters here, so it is checked here."""
+        p = torch.from_numpy(check_pose(pose).reshape(1, -1))
         return p.to(self.image.device, self.image.dtype, non_blocking=True)
 
     def pasted_image(self, pose: np.ndarray, p: Tensor) -> Tensor:
@@ -62,10 +69,10 @@ class PipelineBackend(Backend):
         return self.engine.body(self.pasted_image(pose, p), p)
 
     def render_tensor(self, pose: np.ndarray) -> Tensor:
-        with self.engine.scope():
+        with self.lock, self.engine.scope():
             return self._posed(pose)
 
     def render(self, pose: np.ndarray) -> Frame:
-        with self.engine.scope():
-            return Frame(rgba8(self._posed(pose)[0]))
+        with self.lock, self.engine.scope():
+            return Frame(rgba8(self._posed(pose)[0]))  # rgba8 copies: the frame is the caller's
 
