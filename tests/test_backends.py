@@ -325,3 +325,17 @@ def test_frame_types_are_what_the_contract_says(fast):
     frame = fast.render(np.zeros(45, np.float32))
     assert isinstance(frame.rgba, torch.Tensor) and not frame.on_device
     assert isinstance(frame.host(), np.ndarray) and frame.host().shape == (512, 512, 4)
+
+
+def test_the_readme_python_example_runs_as_written():
+    """README's "From Python" block, run as a user pastes it (from the repository root)."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    code = blocks[0] + "assert rgba.shape == (512, 512, 4) and rgba.dtype.name == 'uint8' and rgba[..., 3].any()\n"
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
