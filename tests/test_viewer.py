@@ -134,7 +134,8 @@ def check_viewer(viewer, pose, reference, tmp_path: Path) -> None:
     viewer.step()
     bare = viewer.step(read=True)
     rect = viewer.image_rect()
-    assert rect == (150, 0, 512, 512)  # 812x512: aspect kept, centred, 1:1
+    # 828x512: the panel's 316-column first, then the character 1:1 (it was centred under the panel)
+    assert rect == (316, 0, 512, 512)
 
     # The character matches `tha pose`'s PNG composited on the same green.
     green = np.broadcast_to(np.asarray(GREEN_RGB, np.uint8), (512, 512, 3))
@@ -146,7 +147,7 @@ def check_viewer(viewer, pose, reference, tmp_path: Path) -> None:
     # The overlay panel (top-left) changes its pixels; elsewhere the frames agree.
     panel = (with_overlay[8:400, 8:300] != bare[8:400, 8:300]).any(axis=2)
     assert panel.mean() > 0.5
-    assert (with_overlay[:, 700:] == bare[:, 700:]).all()
+    assert (with_overlay[:, 316:] == bare[:, 316:]).all()  # the panel leaves the character alone
 
     # The screenshot action writes the picture without the panel: it equals the readback.
     viewer.screenshot_dir = tmp_path

@@ -15,7 +15,7 @@ from tha.runtime.backends.base import Backend
 from tha.runtime.sources.base import PoseSource, SliderSource
 from tha.runtime.render_loop import LoopOptions, RenderLoop
 
-DEFAULT_SIZE = (812, 512)  # room for the panel beside a 512x512 character
+DEFAULT_SIZE = (828, 512)  # the panel's column, then a 512x512 character at 1:1
 
 # GLFW key codes (ASCII for letters), so the table reads without importing glfw.
 KEYS = {ord("H"): "toggle_overlay", ord("R"): "reset", ord("S"): "screenshot", ord("B"): "next_background",
@@ -115,7 +115,17 @@ class Viewer:
         """Where the character is drawn in the framebuffer: (x, y, w, h) from the top-left."""
         from tha.viewer.canvas import fit_rect
 
-        return fit_rect(self.surface.framebuffer_size(), self.canvas.size)
+        size = self.surface.framebuffer_size()
+        return fit_rect(size, self.canvas.size, self._panel_column(size))
+
+    @staticmethod
+    def _panel_column(size: tuple[int, int]) -> int:
+        """The left columns the panel covers, kept clear when the window is wide enough for a
+        full-height character beside them (whether or not the panel is shown: H must not make
+        the character jump)."""
+        from tha.viewer.overlay import PANEL_COLUMN
+
+        return PANEL_COLUMN if size[0] - PANEL_COLUMN >= size[1] else 0
 
     # -- one frame ---------------------------------------------------------------------------
     def step(self, read: bool = False) -> np.ndarray | None:
@@ -131,7 +141,7 @@ class Viewer:
             fresh = self._upload()
             self.surface.bind()
             size = self.surface.framebuffer_size()
-            self.canvas.draw(size)
+            self.canvas.draw(size, self._panel_column(size))
             draw_ms = (time.perf_counter() - start) * 1000.0
             for action in self._take_actions():
                 self._run(action)

@@ -74,12 +74,14 @@ def _program() -> int:
     return program
 
 
-def fit_rect(view: tuple[int, int], image: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The largest (x, y, w, h) with the image's aspect centred in ``view`` (both (w, h)),
-    x/y from the top-left, whole pixels so a 1:1 draw maps texels onto pixels exactly."""
-    scale = min(view[0] / image[0], view[1] / image[1])
+def fit_rect(view: tuple[int, int], image: tuple[int, int], left: int = 0) -> tuple[int, int, int, int]:
+    """The largest (x, y, w, h) with the image's aspect centred in ``view`` (both (w, h)) right
+    of its first ``left`` columns, x/y from the top-left, whole pixels so a 1:1 draw maps
+    texels onto pixels exactly."""
+    width = view[0] - left
+    scale = min(width / image[0], view[1] / image[1])
     w, h = max(1, round(image[0] * scale)), max(1, round(image[1] * scale))
-    return (view[0] - w) // 2, (view[1] - h) // 2, w, h
+    return left + (width - w) // 2, (view[1] - h) // 2, w, h
 
 
 def read_pixels(width: int, height: int) -> np.ndarray:
@@ -158,10 +160,10 @@ class Canvas:
             self.interop = TextureInterop(self.texture, self.size)
         self.interop.copy(rgba)
 
-    def draw(self, view: tuple[int, int]) -> tuple[int, int, int, int]:
-        """Clear the bound framebuffer (``view`` = its (w, h)) and draw the frame aspect-fit.
-        Returns the image's rect (x, y, w, h) from the top-left."""
-        x, y, w, h = fit_rect(view, self.size)
+    def draw(self, view: tuple[int, int], left: int = 0) -> tuple[int, int, int, int]:
+        """Clear the bound framebuffer (``view`` = its (w, h)) and draw the frame aspect-fit
+        right of its first ``left`` columns. Returns the image's rect (x, y, w, h) from the top-left."""
+        x, y, w, h = fit_rect(view, self.size, left)
         GL.glViewport(0, 0, view[0], view[1])
         GL.glDisable(GL.GL_BLEND)
         GL.glDisable(GL.GL_SCISSOR_TEST)

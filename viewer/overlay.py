@@ -11,6 +11,9 @@ from imgui_bundle import imgui
 from tha.models.pose import POSE_PARAMETERS, Category, PoseGroup, groups_in, index_of
 
 # Categories shown as "pick a shape, then its left/right values" (upstream's choice panels).
+PANEL_X, PANEL_WIDTH = 8, 300  # where the panel first opens (the user may move it)
+PANEL_COLUMN = PANEL_X + PANEL_WIDTH + 8  # the window's left column it covers, kept clear of the character
+
 CHOOSERS = (Category.EYEBROW, Category.EYE, Category.MOUTH)
 # Categories shown as plain sliders, one per parameter.
 PLAIN = (Category.IRIS_MORPH, Category.IRIS_ROTATION, Category.FACE_ROTATION,
@@ -82,8 +85,8 @@ class Overlay:
             io.display_size = imgui.ImVec2(*size)
             io.delta_time = 1.0 / 60.0
         imgui.new_frame()
-        imgui.set_next_window_pos(imgui.ImVec2(8, 8), imgui.Cond_.first_use_ever)
-        imgui.set_next_window_size(imgui.ImVec2(300, min(size[1] - 16, 620)), imgui.Cond_.first_use_ever)
+        imgui.set_next_window_pos(imgui.ImVec2(PANEL_X, PANEL_X), imgui.Cond_.first_use_ever)
+        imgui.set_next_window_size(imgui.ImVec2(PANEL_WIDTH, min(size[1] - 16, 620)), imgui.Cond_.first_use_ever)
         imgui.set_next_window_bg_alpha(0.85)
         imgui.begin("tha")
         self._readout(readout, edit)
@@ -102,7 +105,8 @@ class Overlay:
         return edit
 
     def _readout(self, r: Readout, edit: Edit) -> None:
-        imgui.text(f"backend {r.backend}   source {r.source}")
+        imgui.text_wrapped(f"backend {r.backend}")
+        imgui.text_wrapped(f"source {r.source}")  # iFacialMocap's counters make it long
         imgui.text(f"{r.fps:5.1f} fps   model {r.backend_ms:.1f} ms")
         imgui.text(f"upload+draw {r.draw_ms:.2f} ms")
         if r.message:
