@@ -17,7 +17,7 @@ from tha.models.pose import index_of, neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, ConverterSettings, FaceState
 from tha.runtime.sources.ifacialmocap import (
     MAX_PACKET_BYTES, START_STRING, IFacialMocapSource, PacketError, format_packet, parse_packet)
-from cli import THA, tha
+from cli import THA, assert_one_line_error, tha
 
 # One frame as the iOS app sends it (v2): every blend shape with _L/_R names, then the bones.
 REAL_V2 = (
@@ -211,6 +211,14 @@ def test_bind_to_an_address_this_machine_lacks_names_bind(bind):
     message = str(caught.value)
     assert f"--bind {bind}" in message and "0.0.0.0" in message and "--port" not in message
     assert "\n" not in message
+
+
+def test_puppet_names_a_bad_bind_before_loading_the_model():
+    """`tha puppet` bound its socket only once the model was loaded and the viewer opened."""
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    result = tha("puppet", demo, "--source", "ifacialmocap", "--bind", "192.0.2.1", "--offscreen", "--frames", "1")
+    assert_one_line_error(result, "--bind 192.0.2.1", code=2)
+    assert "backend:" not in result.stderr  # `auto` says what it picked once it loads the model
 
 
 def test_busy_port_says_pick_another_port():

@@ -2,6 +2,7 @@
 draw the viewer's frames headless with --offscreen)."""
 from __future__ import annotations
 
+from contextlib import closing
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -151,7 +152,11 @@ def puppet(
             driver.close()
             raise ThaError(f"cannot open camera {camera}; pick another --camera (0 is the first), or run `tha doctor`")
     _require_display_unless(offscreen)
-    with open_backend(backend.value, resolve_model(model_dir), device, precision_name(precision)) as engine:
+    if source is Puppeteer.ifacialmocap:
+        driver.start()  # a busy port or a foreign --bind address is said before the model loads
+    # closing(): a model that fails to load must not leave the source listening (closing twice is harmless)
+    with closing(driver), open_backend(backend.value, resolve_model(model_dir), device,
+                                       precision_name(precision)) as engine:
         if source is Puppeteer.video and offscreen:
             from tha.runtime.render_file import write_frames
 
