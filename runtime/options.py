@@ -90,9 +90,9 @@ def video_output(value: Path | None) -> Path | None:
 
 Record = Annotated[Optional[Path], typer.Option(
     "--record", callback=video_output,
-    help=f"Write what the viewer shows (the character over its background, no panel) at --fps, in real time "
-         f"(a slow frame is repeated), to a video ({', '.join(FORMATS)}) or, with no suffix, a folder of PNGs. "
-         f"For a transparent video ({_ALPHA_FORMATS}) use `tha render`.")]
+    help=f"Record at --fps, in real time (a slow frame is repeated), to a video ({', '.join(FORMATS)}) or, with "
+         f"no suffix, a folder of PNGs: those and {_ALPHA_FORMATS} keep the character's transparency, the others "
+         "show it over the viewer's background. The panel is never recorded.")]
 
 Fps = Annotated[float, typer.Option(
     "--fps", min=FPS_RANGE[0], max=FPS_RANGE[1],

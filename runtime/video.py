@@ -54,6 +54,12 @@ def check_video_output(path: str | Path) -> Path:
     return check_replaceable_dir(path, FRAMES_MARKER, "frame folder", "PNG frames tha wrote")
 
 
+def keeps_alpha(path: str | Path) -> bool:
+    """Whether frames written to ``path`` keep their transparency (PNG folders, .webm, .mov)."""
+    video = FORMATS.get(Path(path).suffix.lower())
+    return video is None or video.keeps_alpha
+
+
 def carries_sound(path: str | Path) -> bool:
     """Whether a video written to ``path`` can hold an audio track (GIFs and PNG folders cannot)."""
     video = FORMATS.get(Path(path).suffix.lower())

@@ -263,8 +263,11 @@ def test_animator_is_posed_ahead_and_shown_between_model_frames(lambda00):
 
 
 def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path, monkeypatch):
-    """run_viewer (the API behind `tha view`) headless: max_frames frames, each recorded
-    without the panel over the checkerboard."""
+    """run_viewer (the API behind `tha view`) headless: max_frames frames, never the panel. A
+    PNG folder (as .webm and .mov) keeps the character's transparency (the checkerboard was
+    baked in); an .mp4 shows it over the viewer's background."""
+    import av
+
     from tha.viewer.app import run_viewer
 
     monkeypatch.delenv("DISPLAY", raising=False)
@@ -272,8 +275,14 @@ def test_run_viewer_records_frames_offscreen(backend, pose, reference, tmp_path,
     run_viewer(backend, SliderSource(pose), offscreen=True, max_frames=3, record=out, fps=60.0)
     frames = sorted(out.glob("*.png"))
     assert len(frames) == 3
-    first = np.asarray(Image.open(frames[0]).convert("RGB"))
-    assert psnr_on_character(first, reference, checkerboard(512, 512)) >= 40.0
+    first = load_rgba(frames[0])
+    assert np.array_equal(first[..., 3] == 0, reference[..., 3] == 0)  # transparent where the character is not
+    assert psnr_on_character(composite(first, GREEN_RGB), reference, np.full((512, 512, 3), GREEN_RGB, np.uint8)) >= 40.0
+    video = tmp_path / "shown.mp4"
+    run_viewer(backend, SliderSource(pose), offscreen=True, max_frames=2, record=video, fps=60.0)
+    with av.open(str(video)) as container:
+        shown = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert psnr_on_character(shown, reference, checkerboard(512, 512)) >= 30.0  # yuv420: a lossy codec
 
 
 def test_a_recording_keeps_the_sessions_pace(backend, pose, tmp_path, monkeypatch):

@@ -62,6 +62,7 @@ class Viewer:
         self.last_screenshot: Path | None = None
         self.frames = 0  # frames drawn that show a rendered character
         self._shown = 0  # serial of the frame in the texture
+        self._shown_frame = None  # that frame, for recordings that keep its transparency
         self._pending: list[str] = []
         self._last_draw = time.perf_counter()
 
@@ -171,7 +172,7 @@ class Viewer:
             self.canvas.upload_device(latest.frame.rgba)
         else:
             self.canvas.upload(latest.frame.host())
-        self._shown = latest.serial
+        self._shown, self._shown_frame = latest.serial, latest.frame
         self.readout.backend_ms = latest.ms
         return True
 
@@ -270,10 +271,11 @@ class Viewer:
         """The video keeps the session's pace: a step slower than 1/fps repeats the frame, as a
         screen recorder does, so motion driven by the clock (the animator, a face) and sound
         recorded beside it are not sped up."""
-        from tha.runtime.video import VideoWriter
+        from tha.runtime.video import VideoWriter, keeps_alpha
 
         now = time.perf_counter()
-        pixels = self.canvas.composite()
+        # a format with alpha gets the character alone; others what the viewer shows (its background)
+        pixels = self._shown_frame.host() if keeps_alpha(self.record) else self.canvas.composite()
         if self.writer is None:
             self.writer = VideoWriter(self.record, self.fps, (pixels.shape[1], pixels.shape[0]))
             self._record_start = now
