@@ -331,6 +331,58 @@ def test_refused_camera_gives_one_clear_message(page):
     assert page.state()["source"] == "animator"
 
 
+@pytest.mark.slow
+def test_camera_without_a_face_says_so(playwright, origin, tmp_path):
+    """Chromium's fake camera (its default pattern, no face): the camera opens, so the page must
+    say that it finds no face rather than idle silently while the select says webcam."""
+    page = Page(playwright, origin, tmp_path, camera=True,
+                extra_flags=NO_WEBGPU + ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"))
+    try:
+        page.page.select_option("#source", "webcam")
+        message = page.page.locator("#message")
+        message.wait_for(state="visible", timeout=PAGE_START_S * 1000)  # FaceMesh loads first
+        assert "No face found in the camera" in message.inner_text()
+        state = page.state()
+        assert "No face found" in state["message"]
+        assert state["source"] == "webcam" and state["tracked"] is None
+        page.page.select_option("#source", "animator")  # the message is about the webcam only
+        message.wait_for(state="hidden", timeout=10_000)
+        assert page.state()["message"] == ""
+        assert page.errors == [], page.errors
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_fps_counts_frame_time_not_idle_time(playwright, origin, tmp_path):
+    """With the sliders a still pose is drawn once: the seconds waiting for the next pose, and the
+    first frame's warm-up, must not drag the fps readout down. It is held to one render timed in
+    the page (within a factor of 2 either way, whatever the CPU), and the idle gap between the
+    two poses is long enough that counting it would break that bound."""
+    page = Page(playwright, origin, tmp_path, query="?source=sliders")
+    render_ms = "(p) => { const t0 = performance.now(); return window.tha.render(p).then(() => performance.now() - t0); }"
+    try:
+        assert page.state()["fps"] == 0  # one warm-up frame: no rate yet
+        first, second = [0.0] * 45, [0.0] * 45
+        first[index_of("head_y")], second[index_of("head_y")] = -0.5, 0.5
+        timed = [page.page.evaluate(render_ms, first)]
+        page.page.evaluate("(p) => window.tha.setPose(p)", first)
+        page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] + 0.5) < 1e-6")
+        idle_s = max(5.0, 3 * timed[0] / 1000)  # idle > 3 renders: fps would read < 1/4 of the truth
+        time.sleep(idle_s)
+        page.page.evaluate("(p) => window.tha.setPose(p)", second)
+        page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] - 0.5) < 1e-6")
+        page.page.wait_for_function("() => window.tha.state().fps > 0", timeout=10_000)  # published on idle
+        timed.append(page.page.evaluate(render_ms, first))
+        fps = page.state()["fps"]
+        low, high = 1000 / max(timed) / 2, 1000 / min(timed) * 2
+        assert low <= fps <= high, f"fps {fps:.3f} vs renders of {timed} ms (idle {idle_s:.1f} s)"
+        assert page.page.locator("#fps").inner_text() == f"{fps:.1f} fps"
+        assert page.errors == [], page.errors
+    finally:
+        page.close()
+
+
 def _facemesh_landmarks(rgb: np.ndarray) -> np.ndarray:
     import mediapipe as mp
 
@@ -411,6 +463,7 @@ def test_webcam_head_roll_rolls_the_character(playwright, origin, tmp_path, caps
         frames = page.state()["frames"]
         page.frames_after(frames + 1)  # the character is drawn from the tracked pose
         assert page.state()["source"] == "webcam"
+        assert page.state()["message"] == "" and page.page.locator("#message").is_hidden()  # a face: no warning
         assert page.errors == [], page.errors
         assert page.off_origin() == [], page.off_origin()
         report_fps(capsys, page, "webcam")

@@ -13,6 +13,8 @@ import { Puppet } from './puppet.js';
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const SIZE = 512;
+const NO_FACE_MS = 2000;
+const NO_FACE = 'No face found in the camera: face it in good light; the character idles meanwhile.';
 
 const state = {
   backend: '', source: params.get('source') === 'sliders' ? 'sliders' : 'animator',
@@ -226,6 +228,7 @@ async function main() {
   function setSource(source) {
     state.source = source;
     $('source').value = source;
+    if (source !== 'webcam' && state.message === NO_FACE) say(''); // only true while on the webcam
   }
   setSource(state.source);
 
@@ -249,6 +252,7 @@ async function main() {
   // The webcam: getUserMedia -> MediaPipe FaceMesh (vendored, model inside) -> Puppet.
   const video = $('video');
   let faceMesh = null;
+  let faceMissingSince = null; // performance.now() of the first result without a face, else null
   async function startWebcam() {
     try {
       video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
@@ -260,11 +264,13 @@ async function main() {
         : `No camera could be opened (${err.name}: ${err.message}).`);
       return;
     }
+    faceMissingSince = null;
     if (!faceMesh) {
       faceMesh = new self.FaceMesh({ locateFile: (file) => `vendor/face_mesh/${file}` });
       faceMesh.setOptions({ maxNumFaces: 1, refineLandmarks: true, minDetectionConfidence: 0.5, minTrackingConfidence: 0.5 });
       faceMesh.onResults((results) => {
         const faces = results.multiFaceLandmarks || [];
+        noteFace(faces.length > 0);
         if (!faces.length) return;
         const landmarks = faces[0].map((m) => [m.x, m.y, m.z]);
         tracked = puppet.convert(landmarks, video.videoWidth, video.videoHeight, performance.now() / 1000);
@@ -275,6 +281,23 @@ async function main() {
     }
     say('');
     setSource('webcam');
+  }
+
+  // A camera that opens but shows no face would otherwise look like a page that ignores the
+  // webcam: after NO_FACE_MS of results without a face, say so and let the animator take over;
+  // the message goes as soon as a face is tracked again.
+  function noteFace(found) {
+    const now = performance.now();
+    if (found) {
+      faceMissingSince = null;
+      if (state.message === NO_FACE) say('');
+      return;
+    }
+    faceMissingSince ??= now;
+    if (state.source !== 'webcam' || now - faceMissingSince < NO_FACE_MS) return;
+    tracked = null; // idle rather than freeze on the last face seen
+    state.tracked = null;
+    if (!state.message) say(NO_FACE);
   }
 
   // Tracking runs at the camera's pace, apart from the (slower) renders.
@@ -289,30 +312,42 @@ async function main() {
     return manual;
   }
 
-  let windowStart = performance.now();
+  // The fps readout counts only time spent producing frames: the window opens when a frame
+  // starts after the loop was idle (a still slider pose), and closes after a second of frames
+  // or when the loop goes idle again. The first frame (model warm-up) is left out.
+  let windowStart = null;
   let windowFrames = 0;
+  function publishFps(now) {
+    if (windowFrames > 0) {
+      state.fps = (windowFrames * 1000) / Math.max(now - windowStart, 1);
+      $('fps').textContent = `${state.fps.toFixed(1)} fps`;
+    }
+    windowStart = null;
+    windowFrames = 0;
+  }
+  function countFrame(now) {
+    if (state.frames === 1) { windowStart = null; return; } // warm-up, not the steady rate
+    windowFrames += 1;
+    if (now - windowStart >= 1000) publishFps(now);
+  }
+
   let resolveReady;
   const ready = new Promise((resolve) => { resolveReady = resolve; });
   const unchanged = (pose) => state.pose !== null && pose.every((v, i) => v === state.pose[i]);
   async function frame() {
     const pose = currentPose(performance.now() / 1000);
     if (state.source === 'sliders' && unchanged(pose)) { // a still pose is drawn once, not every frame
+      if (windowStart !== null) publishFps(performance.now()); // idle time is not frame time
       requestAnimationFrame(frame);
       return;
     }
+    windowStart ??= performance.now();
     const rgba = await exclusive(() => infer(pose));
     image.data.set(rgba);
     context.putImageData(image, 0, 0);
     state.pose = Array.from(pose);
     state.frames += 1;
-    windowFrames += 1;
-    const now = performance.now();
-    if (now - windowStart >= 1000 || state.frames === 1) {
-      state.fps = (windowFrames * 1000) / Math.max(now - windowStart, 1);
-      $('fps').textContent = `${state.fps.toFixed(1)} fps`;
-      windowStart = now;
-      windowFrames = 0;
-    }
+    countFrame(performance.now());
     resolveReady();
     requestAnimationFrame(frame);
   }
