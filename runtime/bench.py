@@ -110,7 +110,11 @@ def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
     except (ImportError, AttributeError):
         log.warning("--%s: not available (%s.%s is not installed)", kind, module_name, func_name)
         return []
-    rows = func(frames) if kind == "distill" else func(model_dir, frames)
+    try:
+        rows = func(frames) if kind == "distill" else func(model_dir, frames)
+    except ThaError as err:  # e.g. no OpenGL driver for --viewer: the backends' rows still count
+        log.warning("--%s: skipped (%s)", kind, err)
+        return []
     return [Row(str(label), float(ms)) for label, ms in rows]
 
 

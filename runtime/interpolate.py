@@ -37,7 +37,8 @@ def keyframe(backend, pose: np.ndarray) -> Keyframe:
 
 
 def can_interpolate(backend) -> bool:
-    return hasattr(backend, "fields")
+    # a method of the class: an engine's attribute of the same name (cuda's per-batch callable) is not it
+    return callable(getattr(type(backend), "fields", None))
 
 
 @torch.inference_mode()

@@ -63,6 +63,22 @@ def test_missing_extra_measure_is_one_line(tmp_path, caplog, monkeypatch):
     assert caplog.messages == ["--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"]
 
 
+def test_an_extra_measure_that_cannot_run_is_skipped_with_its_reason(tmp_path, caplog, monkeypatch):
+    """`--viewer` on a machine whose OpenGL has no driver raised after every backend was timed:
+    no table, no chart. Its row is now left out with the reason."""
+    import types
+
+    from tha.runtime import bench
+
+    def no_driver(model_dir, frames):
+        raise ThaError("no EGL display: no OpenGL driver")
+
+    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("fake_viewer_bench", "measure_viewer"))
+    monkeypatch.setitem(__import__("sys").modules, "fake_viewer_bench", types.SimpleNamespace(measure_viewer=no_driver))
+    assert extra_rows("viewer", tmp_path, 1) == []
+    assert caplog.messages == ["--viewer: skipped (no EGL display: no OpenGL driver)"]
+
+
 def test_a_chart_name_that_is_not_png_is_refused_before_timing(tmp_path):
     result = tha("bench", DEMO, "--backends", "fastcpu", "--chart", tmp_path / "out.jpg")
     assert_one_line_error(result, "--chart", "out.jpg", "written as a PNG", "out.png", code=2)

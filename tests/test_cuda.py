@@ -71,6 +71,14 @@ def test_cuda_backend_checks_poses_before_the_device_sees_them(lambda00):
         backend.render_batch(np.zeros(45, np.float32))
 
 
+def test_cuda_backend_is_not_taken_for_one_that_blends(lambda00):
+    """It had an attribute `fields` (a per-batch callable), so `tha bench` timed blended frames
+    on it and died giving that callable a NumPy pose."""
+    from tha.runtime.interpolate import can_interpolate
+
+    assert not can_interpolate(_on_cpu(lambda00, "fp32"))
+
+
 def _eager_frames(backend: CudaBackend, poses: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     """Each pose alone through ``_frame`` (face included), then all of them through ``_batch_run``."""
     batch = torch.zeros(len(poses), 512, 512, 4, dtype=torch.uint8)

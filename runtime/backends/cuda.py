@@ -117,9 +117,9 @@ class CudaBackend(Backend):
         self.face, self.body = folded_student(model, precision, self.device)
         # Both take N poses: (N,39) -> (N,4,128,128) patches, (N,45) -> (N,7,512,512) fields.
         if fused:
-            self.face_patches, self.fields = _fused(self.face, self.body, self.device)
+            self.face_patches, self.body_fields = _fused(self.face, self.body, self.device)
         else:
-            self.face_patches, self.fields = per_sample(self.face), per_sample(self.body.fields)
+            self.face_patches, self.body_fields = per_sample(self.face), per_sample(self.body.fields)
         self.face_pose_size = model.face_morpher.config.pose_size
         self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)
@@ -140,7 +140,7 @@ class CudaBackend(Backend):
         """The frame path into the static buffers (eager; what the graphs replay)."""
         if face:
             paste_face(self.image, self.face_patches(self.pose[:, : self.face_pose_size]), out=self.pasted)
-        self.posed.copy_(self.body.compose(self.pasted, self.fields(self.pose)))
+        self.posed.copy_(self.body.compose(self.pasted, self.body_fields(self.pose)))
         self.rgba.copy_(rgba8(self.posed[0]))
 
     def _upload(self, pose: np.ndarray) -> bool:
@@ -171,7 +171,7 @@ class CudaBackend(Backend):
         vmap = torch.func.vmap
         patches = self.face_patches(poses[:, : self.face_pose_size])
         pasted = vmap(paste_face, in_dims=(None, 0))(self.image, patches[:, None])
-        posed = vmap(self.body.compose)(pasted, self.fields(poses)[:, None])
+        posed = vmap(self.body.compose)(pasted, self.body_fields(poses)[:, None])
         out.copy_(vmap(rgba8)(posed[:, 0]))
 
     def render_batch(self, poses: np.ndarray) -> Tensor:
