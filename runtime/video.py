@@ -208,7 +208,7 @@ def mux_audio(video: Path, out_path: Path, video_format: Format, samples: np.nda
         video_out = out.add_stream_from_template(video_in)
         audio_out = out.add_stream(codec, rate=48000 if codec == "libopus" else rate, layout="mono")
         for packet in source.demux(video_in):
-            if packet.dts is not None:  # the demuxer's final empty packet
+            if packet.size:  # not the demuxer's final empty packet (Matroska's have no dts: that is no test)
                 packet.stream = video_out
                 out.mux(packet)
         frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype("<i2")[None],

@@ -236,6 +236,26 @@ def test_adding_the_sound_replaces_the_video_in_one_step(tmp_path, monkeypatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speech.wav", "talk.mp4"]
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4", ".webm", ".mov"])
+def test_every_frame_survives_adding_the_sound(tmp_path, suffix):
+    """Matroska's demuxer gives packets no dts, and the copy skipped every packet without one:
+    an .mkv with sound held no keyframe and decoded to 0 frames."""
+    import av
+
+    from tha.runtime.video import VideoWriter
+
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (64, 64, 4), dtype=np.uint8) for _ in range(12)]
+    out = tmp_path / f"talk{suffix}"
+    with VideoWriter(out, fps=12, audio=(0.3 * np.sin(np.arange(16000) / 8.0), 16000)) as writer:
+        for rgba in frames:
+            writer.write(rgba)
+    decoded, rate = read_video(out)
+    assert len(decoded) == len(frames) and rate == 12
+    with av.open(str(out)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]
+
+
 def test_audio_into_a_format_without_sound_says_so(tmp_path):
     """--audio with a GIF or a PNG folder dropped the sound silently; it is one warning line
     naming the formats that carry sound (the lip sync still applies)."""
