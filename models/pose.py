@@ -187,11 +187,26 @@ def pose_from_dict(values: Mapping[str, float], *, base: np.ndarray | None = Non
     return pose
 
 
+def flat_pose(pose: np.ndarray) -> np.ndarray:
+    """``pose`` as a flat (45,) float32 array; a wrong size is one ThaError line."""
+    flat = np.asarray(pose, dtype=np.float32).reshape(-1)
+    if flat.shape[0] != POSE_SIZE:
+        raise ThaError(f"a pose has {POSE_SIZE} values, got {flat.shape[0]}")
+    return flat
+
+
+def check_pose(pose: np.ndarray) -> np.ndarray:
+    """``flat_pose``, and NaN/inf refused naming the parameter (it would render silently).
+    Out-of-range finite values pass: callers such as the CLI clamp them."""
+    flat = flat_pose(pose)
+    if not np.isfinite(flat).all():
+        i = int(np.flatnonzero(~np.isfinite(flat))[0])
+        check_value(PARAMETER_NAMES[i], float(flat[i]))  # raises, naming the parameter
+    return flat
+
+
 def pose_to_dict(pose: np.ndarray) -> dict[str, float]:
-    pose = np.asarray(pose, dtype=np.float32).reshape(-1)
-    if pose.shape[0] != POSE_SIZE:
-        raise ThaError(f"a pose has {POSE_SIZE} values, got {pose.shape[0]}")
-    return {name: float(v) for name, v in zip(PARAMETER_NAMES, pose)}
+    return {name: float(v) for name, v in zip(PARAMETER_NAMES, flat_pose(pose))}
 
 
 def parse_assignments(items: Iterable[str], *, base: np.ndarray | None = None,

@@ -59,9 +59,9 @@ def wait_passively() -> None:
     """Torch's idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
 
     Spinning threads fight whatever else uses the cores (a browser, OBS, SillyTavern): fastcpu
-    on 2 cores measured 1170-1320 ms/frame beside one busy process and 1580-2450 beside two,
-    against 600-680 and 820-850 passive; on a quiet machine the runs overlapped (passive 337-395,
-    spinning 347-362). OpenMP reads the variable once, when torch loads, so this runs first."""
+    on 2 cores measured 1004-1320 ms/frame beside one busy process and 1578-2449 beside two,
+    against 575-682 and 821-850 passive; quiet, the runs overlapped (README, "Sharing the
+    cores"). OpenMP reads the variable once, when torch loads, so this runs first."""
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 

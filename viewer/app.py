@@ -57,12 +57,11 @@ class Viewer:
         self.readout = Readout(backend=backend.name + blended, source=source.name)
         self.record, self.fps, self.max_frames = record, fps, max_frames
         self.writer = None
-        self._record_start = 0.0
+        self._record_start: float | None = None  # the clock when the first frame was recorded
         self.screenshot_dir = Path.cwd() if screenshot_dir is None else Path(screenshot_dir)
         self.last_screenshot: Path | None = None
         self.frames = 0  # frames drawn that show a rendered character
-        self._shown = 0  # serial of the frame in the texture
-        self._shown_frame = None  # that frame, for recordings that keep its transparency
+        self._shown = None  # the Rendered in the texture (its frame feeds recordings that keep alpha)
         self._pending: list[str] = []
         self._last_draw = time.perf_counter()
 
@@ -146,7 +145,7 @@ class Viewer:
             draw_ms = (time.perf_counter() - start) * 1000.0
             for action in self._take_actions():
                 self._run(action)
-            if self._shown:
+            if self._shown is not None:
                 self.frames += 1
                 if self.record is not None:
                     self._write_video_frame()
@@ -166,13 +165,13 @@ class Viewer:
 
     def _upload(self) -> bool:
         latest = self.render_loop.latest()
-        if latest is None or latest.serial == self._shown:
+        if latest is None or (self._shown is not None and latest.serial == self._shown.serial):
             return False
         if latest.frame.on_device:
             self.canvas.upload_device(latest.frame.rgba)
         else:
             self.canvas.upload(latest.frame.host())
-        self._shown, self._shown_frame = latest.serial, latest.frame
+        self._shown = latest
         self.readout.backend_ms = latest.ms
         return True
 
@@ -274,15 +273,19 @@ class Viewer:
         from tha.runtime.video import VideoWriter, keeps_alpha
 
         now = time.perf_counter()
-        # a format with alpha gets the character alone; others what the viewer shows (its background)
-        pixels = self._shown_frame.host() if keeps_alpha(self.record) else self.canvas.composite()
-        if self.writer is None:
-            self.writer = VideoWriter(self.record, self.fps, (pixels.shape[1], pixels.shape[0]))
+        if self._record_start is None:
             self._record_start = now
         due = int((now - self._record_start) * self.fps) + 1
         if self.max_frames is not None:
             due = min(due, self.max_frames)
-        for _ in range(due - self.writer.frames):
+        written = 0 if self.writer is None else self.writer.frames
+        if due <= written:
+            return  # ahead of the clock: nothing to read back
+        # a format with alpha gets the character alone; others what the viewer shows (its background)
+        pixels = self._shown.frame.host() if keeps_alpha(self.record) else self.canvas.composite()
+        if self.writer is None:
+            self.writer = VideoWriter(self.record, self.fps, (pixels.shape[1], pixels.shape[0]))
+        for _ in range(due - written):
             self.writer.write(pixels)
 
 

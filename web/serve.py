@@ -3,14 +3,13 @@ it cross-origin isolated (COOP same-origin + COEP require-corp), which the brows
 before it lets WebAssembly use threads (SharedArrayBuffer)."""
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import socket
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, foreign_address
 
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -73,7 +72,7 @@ def _listen_error(err: OSError, host: str, port: int) -> ThaError:
     """One line that names the cause: a busy port, or a --host this machine cannot listen on."""
     shown = host_port(host, port)
     reason = err.strerror or str(err)
-    if isinstance(err, socket.gaierror) or err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+    if foreign_address(err):
         return ThaError(f"cannot listen on {shown} ({reason}); --host {host} is not an address of this machine: "
                         "give one such as 127.0.0.1")
     return ThaError(f"cannot listen on {shown} ({reason}); pass another --port")

@@ -14,20 +14,7 @@ import numpy as np
 import torch
 
 from tha.models.errors import ThaError
-from tha.models.pose import PARAMETER_NAMES, POSE_SIZE, check_value
-
-
-def check_pose(pose: np.ndarray) -> np.ndarray:
-    """``pose`` as a flat (45,) float32 array, or a one-line ThaError: a wrong size would fail
-    deep in torch, and NaN/inf would render silently. Out-of-range finite values pass (callers
-    such as the CLI clamp them)."""
-    flat = np.asarray(pose, dtype=np.float32).reshape(-1)
-    if flat.shape[0] != POSE_SIZE:
-        raise ThaError(f"a pose has {POSE_SIZE} values, got {flat.shape[0]}")
-    if not np.isfinite(flat).all():
-        i = int(np.flatnonzero(~np.isfinite(flat))[0])
-        check_value(PARAMETER_NAMES[i], float(flat[i]))  # raises, naming the parameter
-    return flat
+from tha.models.pose import POSE_SIZE
 
 
 def check_poses(poses: np.ndarray) -> np.ndarray:

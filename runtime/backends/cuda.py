@@ -22,7 +22,8 @@ from torch import Tensor
 from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms, per_sample
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
-from tha.runtime.backends.base import Backend, FaceCache, Frame, check_pose, check_poses
+from tha.models.pose import check_pose
+from tha.runtime.backends.base import Backend, FaceCache, Frame, check_poses
 from tha.runtime.renderer import PRECISIONS
 from tha.models.image import rgba8
 from tha.models.poser import paste_face

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from tha.export.sessions import open_session
-from tha.runtime.backends.base import Backend, Frame, check_pose
+from tha.models.pose import check_pose
+from tha.runtime.backends.base import Backend, Frame
 from tha.runtime.backends.pipeline import PipelineBackend
 
 

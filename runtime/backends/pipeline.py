@@ -19,7 +19,8 @@ from torch import Tensor
 
 from tha.models.image import rgba8
 from tha.models.poser import paste_face
-from tha.runtime.backends.base import Backend, FaceCache, Frame, check_pose
+from tha.models.pose import check_pose
+from tha.runtime.backends.base import Backend, FaceCache, Frame
 
 
 class Engine(Protocol):

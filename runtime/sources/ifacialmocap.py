@@ -8,7 +8,6 @@ port 49983; it starts after the computer sends :data:`START_STRING` to the phone
 """
 from __future__ import annotations
 
-import errno
 import math
 import socket
 import threading
@@ -16,7 +15,7 @@ import time
 
 import numpy as np
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, foreign_address
 from tha.models.pose import neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, FaceState, ease_to_neutral
 from tha.runtime.sources.base import PoseSource
@@ -174,7 +173,7 @@ class IFacialMocapSource(PoseSource):
     def _bind_error(self, err: OSError) -> ThaError:
         """One line that names the cause: a busy port, or a --bind address this machine does not have."""
         where = f"cannot listen for iFacialMocap on {self.bind}:{self.port} ({err.strerror or err})"
-        if isinstance(err, socket.gaierror) or err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        if foreign_address(err):
             return ThaError(f"{where}; --bind {self.bind} is not an address of this machine: "
                             "pass 0.0.0.0 (all interfaces) or one of its addresses")
         return ThaError(f"{where}; pick another --port or close the program using it")
