@@ -85,11 +85,9 @@ def export_teacher(
 
     The graph is checked against PyTorch with ONNX Runtime on a few poses."""
     from tha.export.teacher_onnx import export_teacher_onnx
-    from tha.models.files import check_output_dir
 
-    out_dir = out or teacher / "export"
-    check_output_dir(out_dir, "-o")
-    print(f"wrote {export_teacher_onnx(teacher, out_dir)}")
+    # minutes on a CPU: each step is printed as it starts
+    print(f"wrote {export_teacher_onnx(teacher, out or teacher / 'export', progress=lambda line: print(line, flush=True))}")
 
 
 def register(app: typer.Typer) -> None:

@@ -139,10 +139,11 @@ def read_manifest(out_dir: Path) -> dict:
     return manifest
 
 
-def export_problem(model_dir: Path, out_dir: Path) -> str | None:
+def export_problem(model_dir: Path, out_dir: Path, fp16: bool = False) -> str | None:
     """Why ``out_dir`` cannot be used for this model (None when it can): export.json must
-    record this model's files by hash, and every graph present must match its recorded hash
-    (an export of another model, or files swapped or half-written since, are caught here)."""
+    record this model's files by hash, list the fp32 graphs (and the fp16 ones when ``fp16``),
+    and every graph present must match its recorded hash (an export of another model, or files
+    swapped or half-written since, are caught here)."""
     if not (out_dir / EXPORT_FILE).is_file():
         return f"it has no {EXPORT_FILE} (an unfinished export?)"
     manifest = read_manifest(out_dir)
@@ -152,13 +153,13 @@ def export_problem(model_dir: Path, out_dir: Path) -> str | None:
         if not isinstance(entry, dict) or entry.get("sha256") != sha256_file(path):
             return f"it was exported from another {path.name} (its {EXPORT_FILE} records a different file)"
     files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
-    for name in (graph_file(g, False) for g in GRAPHS):
+    needed = [graph_file(g, half) for half in ((False, True) if fp16 else (False,)) for g in GRAPHS]
+    for name in needed:
         if name not in files:
-            return f"its {EXPORT_FILE} does not list {name}"
+            return f"its {EXPORT_FILE} does not list {name}" + (" (exported without --fp16)" if ".fp16." in name else "")
     for name, digest in files.items():
         path = out_dir / str(name)
-        if (path.exists() or name in (graph_file(g, False) for g in GRAPHS)) and \
-                (not path.is_file() or sha256_file(path) != digest):
+        if (path.exists() or name in needed) and (not path.is_file() or sha256_file(path) != digest):
             return f"{name} does not match its hash in {EXPORT_FILE} (changed or half-written since)"
     return None
 
@@ -176,19 +177,27 @@ def cached_export_dir(model_dir: Path) -> Path:
     return cache_dir().parent / "exports" / f"{model_dir.resolve().name}-{digest}"
 
 
-def ensure_exported(model_dir: Path) -> Path:
-    """The directory of this student's fp32 graphs, verified to be this model's, exporting them
-    once (unverified against PyTorch) into the cache if needed. A model's own ``export``
-    folder that does not match is an error, never used: it would draw another character."""
+# The automatic export's self-check: fewer poses than `tha export`'s 8, so a first `--backend ort`
+# on a CPU waits seconds for it, not a minute, and still no graph past its bounds is installed.
+AUTO_VERIFY_POSES = 2
+
+
+def ensure_exported(model_dir: Path, fp16: bool = False) -> Path:
+    """The directory of this student's fp32 graphs (and fp16 ones when ``fp16``), verified to be
+    this model's, exporting them once into the cache if needed, checked against PyTorch like
+    `tha export` (on AUTO_VERIFY_POSES poses). A model's own ``export`` folder that does not
+    match is an error, never used: it would draw another character."""
     out_dir = cached_export_dir(model_dir)
-    problem = export_problem(model_dir, out_dir) if out_dir.is_dir() else "it does not exist"
+    problem = export_problem(model_dir, out_dir, fp16) if out_dir.is_dir() else "it does not exist"
     if problem is None:
         return out_dir
     if out_dir == model_dir / "export":
-        raise ThaError(f"{out_dir} does not belong to {model_dir}: {problem}; re-export with "
-                       f"`tha export {model_dir} --onnx`")
+        raise ThaError(f"{out_dir} cannot be used for {model_dir}: {problem}; re-export with "
+                       f"`tha export {model_dir} --onnx{' --fp16' if fp16 else ''}`")
     if out_dir.is_dir():
         shutil.rmtree(out_dir)  # our own cache, keyed by the weights' hash, and not usable
     log.info("exporting %s to %s (once; `tha export` does this explicitly)", model_dir, out_dir)
-    export_student(model_dir, out_dir, ExportOptions(verify_poses=0))
+    result = export_student(model_dir, out_dir, ExportOptions(fp16=fp16, verify_poses=AUTO_VERIFY_POSES))
+    for parity in result.parity:
+        log.info("checked against PyTorch: %s", parity.line())
     return out_dir

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from tha.models.errors import ThaError
-from tha.models.files import atomic_write_bytes, atomic_write_text
+from tha.export.exporter import EXPORT_FILE
+from tha.models.files import atomic_directory, check_replaceable_dir
 from tha.models.pose import neutral_pose
 from tha.models.teacher import TeacherPoser, load_teacher_poser
 from tha.models.teacher.poser import EYEBROW_COLS, EYEBROW_ROWS
@@ -103,14 +104,16 @@ def export_teacher_onnx(teacher_dir: Path, out_dir: Path, opset: int = 17, image
                         progress: Callable[[str], None] | None = None) -> Path:
     """Export ``teacher_dir``'s five networks to ``out_dir/teacher.onnx`` (static shapes,
     batch 1), simplified with onnxslim, validated by onnx.checker, verified against PyTorch
-    with ONNX Runtime; writes ``out_dir/export.json``. ``image`` (1,4,512,512) is the
+    with ONNX Runtime; writes ``out_dir/export.json``. ``out_dir`` is replaced whole, and only
+    when verified: it must be new, empty, or an export. ``image`` (1,4,512,512) is the
     verification input (default: a transparent frame with an opaque square where the face goes).
     ``progress`` receives one line per step (the whole export takes minutes on a CPU)."""
     import onnxslim
 
     say = progress or (lambda line: None)
     started = time.perf_counter()
-    out_dir = Path(out_dir)
+    # ours to replace (a new or empty folder, or an export) before minutes of tracing, not after
+    out_dir = check_replaceable_dir(Path(out_dir), EXPORT_FILE, "-o", "an export")
     graph = TeacherGraph(load_teacher_poser(teacher_dir)).eval()
     if image is None:
         image = -torch.ones(1, 4, 512, 512)
@@ -120,27 +123,31 @@ def export_teacher_onnx(teacher_dir: Path, out_dir: Path, opset: int = 17, image
     proto = trace(graph, image, torch.from_numpy(poses[:1]), opset)
     say("simplifying with onnxslim")
     proto = onnxslim.slim(proto)
-    path = out_dir / GRAPH_FILE
-    atomic_write_bytes(path, proto.SerializeToString())
-    del proto
-    say("checking the graph")
-    onnx.checker.check_model(str(path), full_check=True)
-    say(f"verifying against PyTorch on {len(poses)} poses with ONNX Runtime")
-    report = verify(path, graph, image, poses)
-    problem = disagreement(report)
-    if problem is not None:
-        raise ThaError(f"{path} disagrees with PyTorch ({problem}); report this with your onnxruntime version")
-    atomic_write_text(out_dir / "export.json", json.dumps({
-        "kind": "teacher",
-        "teacher_dir": str(Path(teacher_dir).resolve()),
-        "graph": GRAPH_FILE,
-        "opset": opset,
-        "dtype": "float32",
-        "inputs": {"image": [1, 4, 512, 512], "pose": [1, 45]},
-        "outputs": {"image_out": [1, 4, 512, 512], "face_morphed_full": [1, 4, 512, 512],
-                    "body_morpher_image": [1, 4, 256, 256]},
-        "verified_poses": len(poses),
-        "verification": report,
-        "seconds": round(time.perf_counter() - started, 1),
-    }, indent=2) + "\n")
-    return path
+    # Built and verified in a folder beside out_dir that takes its place only when complete: a
+    # failed check or Ctrl+C leaves the old export whole (or none), never an unverified graph.
+    with atomic_directory(out_dir) as work:
+        path = work / GRAPH_FILE
+        path.write_bytes(proto.SerializeToString())
+        del proto
+        say("checking the graph")
+        onnx.checker.check_model(str(path), full_check=True)
+        say(f"verifying against PyTorch on {len(poses)} poses with ONNX Runtime")
+        report = verify(path, graph, image, poses)
+        problem = disagreement(report)
+        if problem is not None:
+            raise ThaError(f"the traced teacher graph disagrees with PyTorch ({problem}); nothing was written to "
+                           f"{out_dir}; report this with your onnxruntime version")
+        (work / EXPORT_FILE).write_text(json.dumps({
+            "kind": "teacher",
+            "teacher_dir": str(Path(teacher_dir).resolve()),
+            "graph": GRAPH_FILE,
+            "opset": opset,
+            "dtype": "float32",
+            "inputs": {"image": [1, 4, 512, 512], "pose": [1, 45]},
+            "outputs": {"image_out": [1, 4, 512, 512], "face_morphed_full": [1, 4, 512, 512],
+                        "body_morpher_image": [1, 4, 256, 256]},
+            "verified_poses": len(poses),
+            "verification": report,
+            "seconds": round(time.perf_counter() - started, 1),
+        }, indent=2) + "\n")
+    return out_dir / GRAPH_FILE

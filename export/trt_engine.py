@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tha.export.onnx_graphs import graph_file
 from tha.models.errors import ThaError
 from tha.models.files import atomic_write_bytes, atomic_write_text
 
@@ -35,6 +36,11 @@ def sidecar_path(engine: Path) -> Path:
 def engine_path(onnx_path: Path, fp16: bool) -> Path:
     stem = onnx_path.name.removesuffix(".onnx").removesuffix(".fp16")
     return onnx_path.with_name(f"{stem}.{'fp16' if fp16 else 'fp32'}.engine")
+
+
+def graph_engine(export_dir: Path, graph: str, fp16: bool) -> Path:
+    """The engine ``build_engines`` makes from one of an export's graphs (``GRAPHS``' names)."""
+    return engine_path(export_dir / graph_file(graph, False), fp16)
 
 
 def current_platform() -> dict[str, str]:

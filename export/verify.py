@@ -10,8 +10,8 @@ import torch
 
 from tha.models.character import CharacterModel
 from tha.models.image import tensor_to_rgba
-from tha.models.pose import POSE_PARAMETERS
-from tha.models.poser import StudentPoser, paste_face
+from tha.models.pose import LOWER, UPPER
+from tha.models.poser import StudentPoser
 
 # fp32 bounds in the [-1,1] space; uint8 output: within 1 of the reference on 99.9% of pixels.
 MAX_ABS = 2e-3
@@ -23,9 +23,7 @@ MIN_PSNR_DB = 40.0
 def random_poses(n: int, seed: int = 0) -> np.ndarray:
     """(n,45) float32 poses uniform over every parameter's range."""
     rng = np.random.default_rng(seed)
-    lower = np.array([p.lower for p in POSE_PARAMETERS], dtype=np.float32)
-    upper = np.array([p.upper for p in POSE_PARAMETERS], dtype=np.float32)
-    return (lower + (upper - lower) * rng.random((n, len(lower)))).astype(np.float32)
+    return (LOWER + (UPPER - LOWER) * rng.random((n, len(LOWER)))).astype(np.float32)
 
 
 @torch.no_grad()
@@ -35,13 +33,8 @@ def torch_stages(model: CharacterModel, poses: np.ndarray) -> dict[str, torch.Te
     poser = StudentPoser.from_model(model).eval()
     image = model.image_tensor()[None]
     stages = [poser.stages(image, torch.from_numpy(p[None])) for p in poses]
-    patches = torch.cat([s["face_morpher_output"] for s in stages])
-    return {"patch": patches, "pasted": paste_face(image, patches), "image": torch.cat([s["image"] for s in stages])}
-
-
-def torch_reference(model: CharacterModel, poses: np.ndarray) -> torch.Tensor:
-    """(N,4,512,512) blended images from the PyTorch student."""
-    return torch_stages(model, poses)["image"]
+    return {name: torch.cat([s[key] for s in stages]) for name, key in
+            (("patch", "face_morpher_output"), ("pasted", "face_morphed_full"), ("image", "image"))}
 
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, peak: float) -> float:

@@ -2,7 +2,6 @@
 state dicts, exactly as upstream ships them."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +57,7 @@ def model_paths(directory: str | Path) -> dict[str, Path]:
     if not directory.exists():
         raise ThaError(f"model directory {directory} does not exist; `tha models fetch lambda_00` "
                        "downloads one")
-    yaml_path = directory / MODEL_FILE if directory.is_dir() else directory
+    yaml_path = model_yaml(directory)
     if not directory.is_dir() and directory.suffix.lower() not in (".yaml", ".yml"):
         raise ThaError(f"{directory} is a file, not a character model; give the folder that holds "
                        f"{MODEL_FILE} (or that file)")
@@ -79,8 +78,29 @@ def model_paths(directory: str | Path) -> dict[str, Path]:
     paths = {k: yaml_path.parent / conf[k] for k in KEYS}
     for key, path in paths.items():
         if not path.is_file():
-            raise ThaError(f"{yaml_path}: {key} points at {path}, which does not exist")
+            raise ThaError(f"{yaml_path}: {key} points at {path}, which {_not_a_file(path)}; "
+                           f"name the model's file there")
     return paths
+
+
+def model_yaml(directory: Path) -> Path:
+    """The model's yaml: ``directory``'s, or ``directory`` itself when given the yaml."""
+    return directory / MODEL_FILE if directory.is_dir() else directory
+
+
+def model_files(directory: str | Path) -> list[Path]:
+    """Every file a model is read from (its yaml, image and two networks), validated: what no
+    output of a command reading the model may replace."""
+    return [model_yaml(Path(directory)), *model_paths(directory).values()]
+
+
+def _not_a_file(path: Path) -> str:
+    """Why an existing-or-not path is not the file it should be, in a user's words."""
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.exists():
+        return "is not a regular file"
+    return "does not exist"
 
 
 def load_character_model(directory: str | Path) -> CharacterModel:
@@ -97,14 +117,3 @@ def load_character_model(directory: str | Path) -> CharacterModel:
     image = load_rgba(paths["character_image_file_name"])
     directory = Path(directory)
     return CharacterModel(image, face, body, directory if directory.is_dir() else directory.parent)
-
-
-def copy_model_directory(source: str | Path, target: str | Path) -> Path:
-    """Copy a validated model directory (yaml + the three files it names)."""
-    paths = model_paths(source)
-    target = Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    for key, path in paths.items():
-        shutil.copyfile(path, target / path.name)
-    atomic_write_text(target / MODEL_FILE, "".join(f"{k}: {paths[k].name}\n" for k in KEYS))
-    return target

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Mapping
 
@@ -17,18 +16,50 @@ from tha.models.pose import POSE_SIZE
 from tha.models.student import BodyMorpherConfig, FaceMorpherConfig
 
 
+def load_torch_file(path: Path, what: str, fix: str) -> object:
+    """``torch.load(weights_only=True)`` onto the CPU. A file it cannot read is one ThaError
+    line naming ``path``, as a ``what`` (e.g. "state_dict"), and ending with ``fix``."""
+    text = _text_kind(path)
+    if text:  # torch's words for it ("Weights only load failed ... pickled") point nowhere useful
+        raise ThaError(f"{path} is {text}, not a PyTorch checkpoint; {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:  # weights_only refused an object, or not a pickle at all
+        raise ThaError(f"{path} holds pickled objects, not a plain {what} ({short_reason(err)}); {fix}") from None
+    except Exception as err:  # a damaged file raises many types (zip, EOF, index, value errors)
+        raise ThaError(f"{path} is corrupt or truncated, not a readable {what} ({short_reason(err)}); {fix}") from None
+
+
+# PyTorch checkpoints start with a zip header or a pickle opcode, both of which hold bytes
+# outside printable ASCII; a Git LFS pointer ("version https://git-lfs...") or an HTML page
+# ("<!DOCTYPE html>") saved under a .pt name is all text.
+_TEXT_BYTES = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
+
+
+def _text_kind(path: Path) -> str | None:
+    """What a file whose first bytes are all printable ASCII is, in a user's words; None for
+    any other file (one that cannot be read is left to torch.load, which names the problem)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if not head or any(b not in _TEXT_BYTES for b in head):
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer (a text file: `git lfs pull` in its clone fetches the real one)"
+    if head.lstrip().lower().startswith((b"<!doctype", b"<html")):
+        return "a web page (a text file: the download saved a page, not the file)"
+    return "a text file"
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` onto the CPU, refusing anything but a tensor dict."""
+    """``load_torch_file``, refusing anything but a tensor dict."""
     path = Path(path)
     if not path.is_file():
         raise ThaError(f"{path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ThaError(f"{path} holds pickled objects, not a plain state_dict ({short_reason(err)}); "
-                       "save it with torch.save(module.state_dict(), ...)") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
-        raise ThaError(f"{path} is corrupt or truncated ({short_reason(err)}); download or export it again") from None
+    data = load_torch_file(path, "state_dict", "download or export it again (a state_dict is saved with "
+                           "torch.save(module.state_dict(), ...))")
     if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise ThaError(f"{path} is not a state_dict of tensors (found {type(data).__name__}); "
                        "save it with torch.save(module.state_dict(), ...)")

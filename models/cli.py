@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Optional, Sequence
 
 import typer
 
@@ -27,18 +27,25 @@ Dtype = Annotated[DtypeChoice, typer.Option(
     "--dtype", help="Floating-point type torch computes in (float64 for comparisons with references).")]
 
 
-def _checked_request(output: Path, save_tensor: Optional[Path], assignments: list[str], pose_file: Optional[Path],
-                     strict_range: bool, dtype: DtypeChoice):
+def _checked_request(output: Path, save_tensor: Optional[Path], inputs: Sequence[Path], assignments: list[str],
+                     pose_file: Optional[Path], strict_range: bool, dtype: DtypeChoice):
     """What both pose commands check before any work (a bad path or pose costs nothing):
-    the output paths, then the pose vector and the torch dtype."""
+    the output paths (none of them an input, nor each other), then the pose vector and the
+    torch dtype."""
     import torch
 
-    from tha.models.files import check_output_path, check_png_output
+    from tha.models.files import check_not_input, check_png_output, check_suffixed_output, writes_through
     from tha.models.pose import load_pose_file, neutral_pose, parse_assignments
 
     check_png_output(output, "-o")
+    check_not_input(output, inputs, "-o")
     if save_tensor is not None:
-        check_output_path(save_tensor, "--save-tensor")
+        # np.save into an open file keeps any name, so a .txt or extension-less tensor would
+        # be written as asked and then opened as the wrong kind of file.
+        check_suffixed_output(save_tensor, "--save-tensor", ".npy", "a NumPy array")
+        check_not_input(save_tensor, inputs, "--save-tensor")
+        if not writes_through(output):  # -o /dev/null --save-tensor /dev/null replaces nothing
+            check_not_input(save_tensor, [output], "--save-tensor")
     base = load_pose_file(pose_file, clamp=not strict_range) if pose_file else neutral_pose()
     return parse_assignments(assignments, base=base, clamp=not strict_range), getattr(torch, dtype.value)
 
@@ -59,7 +66,7 @@ def _pose_and_write(poser, source, pose_vec, device: str, dtype, output: Path, s
         with atomic_path(save_tensor) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, out.numpy())
-    typer.echo(f"wrote {output}")
+    typer.echo(f"wrote {output}" + (f" and {save_tensor}" if save_tensor is not None else ""))
 
 
 def pose(
@@ -73,12 +80,14 @@ def pose(
     device: Device = "cpu",
 ) -> None:
     """Render one posed frame of a student to a PNG."""
-    from tha.models.character import load_character_model
+    from tha.models.character import load_character_model, model_files
     from tha.models.hub import resolve_model
     from tha.models.poser import StudentPoser
 
-    pose_vec, torch_dtype = _checked_request(output, save_tensor, set_, pose_file, strict_range, dtype)
-    model = load_character_model(resolve_model(model_dir))
+    directory = resolve_model(model_dir)
+    pose_vec, torch_dtype = _checked_request(output, save_tensor, model_files(directory), set_, pose_file,
+                                             strict_range, dtype)
+    model = load_character_model(directory)
     poser = StudentPoser.from_model(model).to(device, torch_dtype)
     _pose_and_write(poser, model.image_tensor(torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
 
@@ -114,13 +123,16 @@ def info(model_dir: ModelDir) -> None:
     console.print(table)
 
 
+# `fetch` and `list` look in the same place.
+CacheDir = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Where models live (default: ~/.cache/tha/models, or $THA_HOME/models).")]
 models_app = typer.Typer(no_args_is_help=True, help="Upstream's public student models: fetch, list.")
 
 
 @models_app.command("fetch")
 def fetch(
     name: str = typer.Argument(..., help="lambda_00 or lambda_01."),
-    cache: Optional[Path] = typer.Option(None, "--cache-dir", help="Where models live (default: ~/.cache/tha/models, or $THA_HOME/models)."),
+    cache: CacheDir = None,
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Mirror to download from: an http(s) or file:// URL or a folder, laid out as upstream's data/character_models (default: upstream; $THA_MODELS_URL)."),
 ) -> None:
     """Download a model into the cache and print its directory.
@@ -133,12 +145,13 @@ def fetch(
 
 
 @models_app.command("list")
-def list_models() -> None:
+def list_models(cache: CacheDir = None) -> None:
     """List the models `tha models fetch` knows and where they are cached."""
-    from tha.models.hub import MODELS, cache_dir, download_state
+    from tha.models.hub import MODELS, cache_dir, check_cache_root, download_state
 
+    root = check_cache_root(cache or cache_dir())
     for name in MODELS:
-        typer.echo(f"{name}\t{download_state(name)}\t{cache_dir() / name}")
+        typer.echo(f"{name}\t{download_state(name, root)}\t{root / name}")
 
 
 teacher_app = typer.Typer(no_args_is_help=True, help="The THA4 teacher: pose, export, random weights.")
@@ -146,14 +159,16 @@ teacher_app = typer.Typer(no_args_is_help=True, help="The THA4 teacher: pose, ex
 
 @teacher_app.command("random-weights")
 def random_weights(
-    directory: Path = typer.Argument(..., help="Folder to write eyebrow_decomposer.pt … upscaler.pt into."),
+    directory: Path = typer.Argument(..., help="New (or empty) folder to write eyebrow_decomposer.pt … upscaler.pt into; one this command wrote is replaced whole."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="teacher_state_dict_manifest.json to take keys and shapes from (default: our own networks, which match it)."),
 ) -> None:
     """Write a teacher with the SPEC's deterministic weights.
 
     For conformance work: it is not a trained teacher, and its images are noise."""
     from tha.models.teacher import NETWORKS, deterministic_state_dict, load_manifest, write_teacher_directory
+    from tha.models.teacher.load import check_teacher_target
 
+    check_teacher_target(directory, "DIR")  # before the seconds of work, not after
     entries = load_manifest(manifest) if manifest is not None else {}
     states = {}
     for name in NETWORKS:
@@ -177,7 +192,7 @@ def teacher_pose(
     """Render one posed frame with the THA4 teacher to a PNG."""
     from tha.models.teacher import load_teacher_image, load_teacher_poser
 
-    pose_vec, torch_dtype = _checked_request(output, save_tensor, set_, pose_file, strict_range, dtype)
+    pose_vec, torch_dtype = _checked_request(output, save_tensor, [image], set_, pose_file, strict_range, dtype)
     poser = load_teacher_poser(teacher, dtype=torch_dtype, device=device)
     _pose_and_write(poser, load_teacher_image(image, torch_dtype), pose_vec, device, torch_dtype, output, save_tensor)
 

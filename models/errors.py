@@ -2,9 +2,7 @@
 how a library's error is quoted inside one."""
 from __future__ import annotations
 
-import errno
 import re
-import socket
 
 REASON_LIMIT = 120
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch bolds part of its weights_only advice
@@ -27,9 +25,3 @@ def short_reason(err: BaseException, limit: int = REASON_LIMIT) -> str:
     head = text[:limit + 1]
     cut = head.rsplit(" ", 1)[0] if " " in head else text[:limit]
     return cut.rstrip(" ,;:.") + "…"
-
-
-def foreign_address(err: OSError) -> bool:
-    """Whether binding failed on the address (a name that does not resolve, an address this
-    machine lacks) rather than on the port: the advice differs."""
-    return isinstance(err, socket.gaierror) or err.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)

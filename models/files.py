@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from tha.models.errors import ThaError
 
@@ -51,13 +51,31 @@ def check_output_path(path: str | Path, what: str = "output") -> Path:
     return path
 
 
-def check_png_output(path: str | Path, what: str) -> Path:
-    """``check_output_path`` for a file written as a PNG: a .jpg name holding PNG bytes misleads
-    every viewer, so any other suffix is refused."""
+def check_not_input(path: str | Path, inputs: Iterable[str | Path], what: str) -> None:
+    """Refuse an output that is one of the command's own inputs (the model's image, the audio
+    being lip-synced, the -o of another output): writing it would destroy what is read."""
+    path = Path(path)
+    for source in (Path(i) for i in inputs):
+        same = path.resolve() == source.resolve() or (path.exists() and source.exists() and path.samefile(source))
+        if same:
+            raise ThaError(f"{what} {path} is also this command's input {source}: writing it would replace it; "
+                           "give another name")
+
+
+def check_suffixed_output(path: str | Path, what: str, suffix: str, kind: str) -> Path:
+    """``check_output_path`` for a file written as ``kind`` (e.g. "a PNG"): a name without
+    ``suffix``, or with another, misleads every viewer and program that opens it, so it is
+    refused; /dev/null and FIFOs are written through, so their names are theirs."""
     path = check_output_path(path, what)
-    if path.suffix and path.suffix.lower() != ".png":
-        raise ThaError(f"{what} {path}: it is written as a PNG; give a .png name, e.g. {path.with_suffix('.png')}")
+    if path.suffix.lower() != suffix and not writes_through(path):
+        raise ThaError(f"{what} {path}: it is written as {kind}; give a {suffix} name, "
+                       f"e.g. {path.with_suffix(suffix) if path.suffix else path.with_name(path.name + suffix)}")
     return path
+
+
+def check_png_output(path: str | Path, what: str) -> Path:
+    """``check_suffixed_output`` for a PNG."""
+    return check_suffixed_output(path, what, ".png", "a PNG")
 
 
 def _existing_ancestor(path: Path, what: str) -> Path:

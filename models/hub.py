@@ -100,8 +100,7 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
         except _MirrorUnreadable as err:
             raise ThaError(_mirror_problem(err.args[0], name, unquote(urlparse(url).path))) from None
         except ValueError:  # pooch's hash mismatch; it has deleted the download
-            raise ThaError(f"{url} did not match its known checksum (truncated or changed download); "
-                           "run the command again") from None
+            raise ThaError(_mismatch(url)) from None
         except OSError as err:  # the mirror's errors are caught above: this one is the cache's
             raise ThaError(f"cannot write the model cache {target} ({_cache_problem(err)}); "
                            "pass a writable --cache-dir") from None
@@ -110,6 +109,26 @@ def fetch_model(name: str, target_root: Path | None = None, base_url: str | None
             if progress:
                 progress(file_name, Path(path).stat().st_size)
     return target
+
+
+def _mismatch(url: str) -> str:
+    """A download that failed its sha256: a local mirror's copy is wrong, so running again
+    cannot help; a network download may have been cut off, or the server's copy is wrong."""
+    if url.startswith("file://"):
+        return (f"the mirror's {unquote(urlparse(url).path)} did not match its known checksum: it is not "
+                "upstream's file; replace it with upstream's, or point --base-url at another mirror")
+    return (f"{url} did not match its known checksum (truncated or changed download); run the command "
+            "again, and if it fails the same way that server's copy is wrong: pass another --base-url")
+
+
+def check_cache_root(root: Path) -> Path:
+    """A model cache that is, or lies under, a file (THA_HOME pointing at one) is refused, not
+    listed as empty (fetch finds it when it writes: "cannot write the model cache")."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"lies under {existing}, which is a file"
+        raise ThaError(f"model cache {root} {where}; point --cache-dir (or THA_HOME) at a folder")
+    return root
 
 
 def _mirror_problem(err: OSError, name: str, source: str) -> str:
@@ -134,10 +153,11 @@ def _reason(err: requests.RequestException) -> str:
     return str(cause or err).splitlines()[0]
 
 
-def download_state(name: str) -> str:
-    """'downloaded', 'not downloaded' or 'partly downloaded (missing …)', for a fetch stopped
-    between files (pooch puts each file in place only whole and verified)."""
-    directory = cache_dir() / name
+def download_state(name: str, root: Path | None = None) -> str:
+    """'downloaded', 'not downloaded' or 'partly downloaded (missing …)' in ``root`` (default:
+    ``cache_dir()``), for a fetch stopped between files (pooch puts each file in place only
+    whole and verified)."""
+    directory = (root or cache_dir()) / name
     missing = [f for f in MODELS[name] if not (directory / f).is_file()]
     if not missing:
         return "downloaded"

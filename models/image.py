@@ -31,17 +31,18 @@ def linear_to_srgb(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
-def open_png(source: str | Path | bytes, label: str) -> Image.Image:
+def open_png(source: str | Path | bytes, label: str, wanted: str = "a 512x512 RGBA PNG") -> Image.Image:
     """Open and decode a PNG, checking its declared size against the pixel limit first (the
-    header is read before any pixel is decoded: a small PNG can declare gigabytes of pixels)."""
+    header is read before any pixel is decoded: a small PNG can declare gigabytes of pixels).
+    ``wanted`` is what the fix asks for (a face mask is no RGBA character)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is lower
             image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         try:
-            check_image_size(*image.size, label)
+            check_image_size(*image.size, label, wanted)
             if image.format != "PNG":
-                raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as an RGBA PNG")
+                raise ThaError(f"{label} is a {image.format} file, not a PNG; save it as {wanted}")
             image.load()
         except BaseException:
             image.close()  # PIL closes the file itself only after a whole load
@@ -51,11 +52,11 @@ def open_png(source: str | Path | bytes, label: str) -> Image.Image:
     except IsADirectoryError:
         raise ThaError(f"{label} is a directory; give a PNG file") from None
     except UnidentifiedImageError:
-        raise ThaError(f"{label} is not an image; give a 512x512 RGBA PNG") from None
+        raise ThaError(f"{label} is not an image; give {wanted}") from None
     except Image.DecompressionBombError as err:  # PIL refuses twice its own limit before giving the size
-        raise ThaError(f"{label} is {IMAGE_LIMIT} ({err}); give a 512x512 RGBA PNG") from None
+        raise ThaError(f"{label} is {IMAGE_LIMIT} ({err}); give {wanted}") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ThaError(f"{label} cannot be read ({err}); re-export it as a 512x512 RGBA PNG") from None
+        raise ThaError(f"{label} cannot be read ({err}); re-export it as {wanted}") from None
     return image
 
 

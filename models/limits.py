@@ -37,9 +37,9 @@ MAX_STUDENT_LAYERS = 64
 MAX_BODY_LEVELS = 6
 
 
-def check_image_size(width: int, height: int, label: str) -> None:
+def check_image_size(width: int, height: int, label: str, wanted: str = "a 512x512 RGBA PNG") -> None:
     if width <= 0 or height <= 0 or width * height > MAX_IMAGE_PIXELS:
-        raise ThaError(f"{label} is {width}x{height} pixels, {IMAGE_LIMIT}; give a 512x512 RGBA PNG")
+        raise ThaError(f"{label} is {width}x{height} pixels, {IMAGE_LIMIT}; give {wanted}")
 
 
 def check_range(name: str, value: float, bounds: tuple[float, float]) -> None:

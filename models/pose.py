@@ -104,7 +104,6 @@ POSE_PARAMETERS: tuple[PoseParameter, ...] = tuple(
 POSE_SIZE = len(POSE_PARAMETERS)
 PARAMETER_NAMES: tuple[str, ...] = tuple(p.name for p in POSE_PARAMETERS)
 _INDEX = {p.name: p.index for p in POSE_PARAMETERS}
-_GROUP = {g.name: g for g in POSE_GROUPS}
 
 # Slices the networks consume (SPEC: face morpher takes 0:39, teacher stages split further).
 EYEBROW_SLICE = slice(0, 12)
@@ -124,17 +123,6 @@ def index_of(name: str) -> int:
         return _INDEX[name]
     except KeyError:
         raise ThaError(f"unknown pose parameter '{name}'; {_suggest(name)}") from None
-
-
-def group(name: str) -> PoseGroup:
-    try:
-        return _GROUP[name]
-    except KeyError:
-        raise ThaError(f"unknown pose group '{name}'") from None
-
-
-def parameters_in(category: Category) -> list[PoseParameter]:
-    return [p for p in POSE_PARAMETERS if p.category == category]
 
 
 def groups_in(category: Category) -> list[PoseGroup]:

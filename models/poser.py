@@ -1,8 +1,11 @@
-"""The one posing contract: (image, pose) -> image, with named intermediate stages.
+"""The posing contract in tensor space: (image, pose) -> image, with named intermediate stages.
 
-Students, the teacher, the rig teacher and every runtime backend honour it; tests and the
-distiller compare posers through it. Images are (N,4,512,512) in the SPEC's [-1,1]
-premultiplied linear space; poses are (N,45).
+The student (``StudentPoser``), the THA4 teacher (whole or face only) and the rig teacher
+implement ``Poser``; the distiller learns from and evaluates through it, and tests compare
+posers with it. A stage two posers share has the same name in both: ``face_morphed_full`` is
+the character with the posed face in place, the body's input. Runtime backends honour
+another contract, in frames: ``Backend.render(pose) -> Frame`` (runtime/backends/base.py).
+Images are (N,4,512,512) in the SPEC's [-1,1] premultiplied linear space; poses are (N,45).
 """
 from __future__ import annotations
 
@@ -46,12 +49,15 @@ def paste_face(image: Tensor, patch: Tensor, out: Tensor | None = None) -> Tenso
 
 
 class StudentPoser(torch.nn.Module):
-    """The reference ("torch") student renderer, composed exactly as upstream's mode 14."""
+    """The reference ("torch") student renderer, composed exactly as upstream's mode 14.
+    ``face_only`` stops after the face, as the face-only teachers do (the face stage of a
+    distillation from a student needs no body pass)."""
 
-    def __init__(self, face_morpher: FaceMorpher, body_morpher: BodyMorpher):
+    def __init__(self, face_morpher: FaceMorpher, body_morpher: BodyMorpher, face_only: bool = False):
         super().__init__()
         self.face_morpher = face_morpher
         self.body_morpher = body_morpher
+        self.face_only = face_only
 
     @classmethod
     def from_model(cls, model: CharacterModel) -> "StudentPoser":
@@ -60,8 +66,12 @@ class StudentPoser(torch.nn.Module):
     @torch.no_grad()
     def stages(self, image: Tensor, pose: Tensor) -> dict[str, Tensor]:
         patch = self.face_morpher(pose[:, : self.face_morpher.config.pose_size])
-        body = self.body_morpher(paste_face(image, patch), pose)
-        return {"face_morpher_output": patch, **body._asdict(), "image": body.blended_image}
+        pasted = paste_face(image, patch)
+        face = {"face_morpher_output": patch, "face_morphed_full": pasted}
+        if self.face_only:
+            return {**face, "image": pasted}
+        body = self.body_morpher(pasted, pose)
+        return {**face, **body._asdict(), "image": body.blended_image}
 
     def pose(self, image: Tensor, pose: Tensor) -> Tensor:
         return self.stages(image, pose)["image"]

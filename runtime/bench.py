@@ -14,8 +14,8 @@ import torch
 from tha.export.verify import random_poses
 from tha.models.errors import ThaError
 from tha.models.pose import FACE_SLICE
+from tha.runtime.backends import PRECISIONS
 from tha.runtime.backends.base import Backend
-from tha.runtime.renderer import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ def split_precision(name: str) -> tuple[str, str | None]:
     return base, precision or None
 
 
+# --viewer/--puppet/--distill/--feed: each area's measure function, every one taking (model
+# directory, frames) and giving (label, ms) rows. Named, not imported: the viewer and train layers
+# sit above this one (tests/test_layers.py). All four are in-tree: one that does not resolve is a
+# bug to see, not a missing install whose rows to drop.
 EXTRA_MEASURES = {
     "viewer": ("tha.viewer.bench", "measure_viewer"),
     "puppet": ("tha.runtime.sources.bench", "measure_puppet"),
@@ -103,16 +107,13 @@ EXTRA_MEASURES = {
 
 
 def extra_rows(kind: str, model_dir: Path, frames: int) -> list[Row]:
-    """Rows from another area's measure function; none (with one line) if it isn't there."""
+    """Rows from another area's measure function; none, with its reason, if it cannot run here
+    (it raises ThaError for that, e.g. no OpenGL driver for --viewer: the backends' rows still count)."""
     module_name, func_name = EXTRA_MEASURES[kind]
+    measure = getattr(importlib.import_module(module_name), func_name)
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError):
-        log.warning("--%s: not available (%s.%s is not installed)", kind, module_name, func_name)
-        return []
-    try:
-        rows = func(frames) if kind == "distill" else func(model_dir, frames)
-    except ThaError as err:  # e.g. no OpenGL driver for --viewer: the backends' rows still count
+        rows = measure(model_dir, frames)
+    except ThaError as err:
         log.warning("--%s: skipped (%s)", kind, err)
         return []
     return [Row(str(label), float(ms)) for label, ms in rows]

@@ -30,7 +30,7 @@ class EmotionClassifier:
         try:
             from transformers import pipeline
         except ImportError:
-            raise ThaError("--classify needs transformers: pip install 'tha[classify]'") from None
+            raise ThaError("--classify needs transformers: install tha's classify extra (`pip install -e '.[classify]'` in tha's folder)") from None
         # huggingface_hub prints through a handler of its own and also passes each record on to
         # ours: every retry of an offline download came out twice
         logging.getLogger("huggingface_hub").handlers.clear()

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from tha.models.limits import FPS_RANGE
-from tha.runtime.options import (Backend, BackendChoice, BackendList, Device, Emotion, Fps, Frames, ModelDir,
-                                Precision, precision_name, video_output)
+from tha.runtime.options import (RATE_RANGE_HELP, Backend, BackendChoice, BackendList, Device, Emotion, Fps, Frames,
+                                ModelDir, Precision, frame_rate, precision_name, video_output)
 
 ANIMATOR_HELP = "Animator settings JSON (timings, strengths)."
+# `bench --batch`: 1024 poses already hold 1 GiB of 512x512 RGBA frames, besides every pose's
+# intermediate images, and take minutes per call on a CPU; --batch 100000 sat at "bench: 0%"
+# for minutes before running out of memory.
+MAX_BENCH_BATCH = 1024
 
 
 def _settings(path: Optional[Path]):
@@ -24,6 +29,27 @@ def _settings(path: Optional[Path]):
         return AnimatorSettings()
     # extras-only keys are dropped with a warning; any other unknown key is an error
     return load_animator_settings(read_json(path, "animator settings file"), str(path))
+
+
+def _origins(values: List[str]) -> List[str]:
+    """--allow-origin: ``*`` or origins as a browser sends them (scheme://host[:port], lower case,
+    no path): CORS compares the strings exactly, so any other spelling would match no page and
+    be refused by nothing."""
+    from urllib.parse import urlsplit
+
+    for value in values:
+        if value == "*":
+            continue
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+            valid = bool(re.fullmatch(r"[a-z][a-z0-9+.-]*://[a-z0-9.\-\[\]:]+", value)) and bool(parts.hostname)
+        except ValueError:
+            valid = False
+        if not valid:
+            raise typer.BadParameter(f"'{value}' is not a web origin; give scheme://host[:port] as the browser "
+                                     "sends it (lower case, no path), e.g. http://127.0.0.1:8000, or * for any")
+    return values
 
 
 def serve(
@@ -47,7 +73,7 @@ def serve(
                                            "module (chat text -> emotion) with this Hugging Face text-classification "
                                            "model or folder, e.g. joeddav/distilbert-base-uncased-go-emotions-student "
                                            "(extras' default; needs `pip install 'tha\\[classify]'`)."),  # \\[: not Rich markup
-    allow_origin: List[str] = typer.Option(["*"], "--allow-origin", help="Web origins whose pages may call "
+    allow_origin: List[str] = typer.Option(["*"], "--allow-origin", callback=_origins, help="Web origins whose pages may call "
                                            "the API (repeatable), e.g. http://127.0.0.1:8000 for SillyTavern "
                                            "only; default: any, as SillyTavern-extras."),
 ) -> None:
@@ -55,10 +81,13 @@ def serve(
 
     Point SillyTavern's Extras URL here; the expressions extension works unchanged."""
     from tha.models.hub import resolve_model
-    from tha.runtime.server import ServeConfig, serve as run
+    from tha.runtime.live_state import ServeConfig
+    from tha.runtime.server import serve as run
 
-    config = ServeConfig(resolve_model(model_dir), backend.value, device, tuple(students), _settings(animator),
-                         emotions, microphone, interpolate, precision_name(precision), tuple(allow_origin), classify)
+    config = ServeConfig(model_dir=resolve_model(model_dir), backend=backend.value, device=device,
+                         students=tuple(students), animator=_settings(animator), emotions_file=emotions,
+                         microphone=microphone, interpolate=interpolate, precision=precision_name(precision),
+                         allow_origins=tuple(allow_origin), classify_model=classify)
     run(config, host, port, virtual_camera)
 
 
@@ -78,9 +107,9 @@ def render(
     backend: Backend = BackendChoice.auto,
     device: Device = "cpu",
     precision: Precision = None,
-    model_fps: Optional[float] = typer.Option(None, min=FPS_RANGE[0], max=FPS_RANGE[1],
-                                              help="Run the student at about this rate and "
-                                              "interpolate the frames between (fastcpu; faster)."),
+    model_fps: Optional[float] = typer.Option(None, callback=frame_rate,
+                                              help=f"Run the student at about this rate ({RATE_RANGE_HELP}) "
+                                              "and interpolate the frames between (fastcpu; faster)."),
 ) -> None:
     """Render an animated character to a video file or PNG frames.
 
@@ -98,7 +127,8 @@ def render(
 def bench(
     model_dir: ModelDir,
     backends: BackendList = "torch,fastcpu,ort,ort-fused",
-    batch: int = typer.Option(0, "--batch", min=0, help="Also time N poses per call (render_batch) for each backend."),
+    batch: int = typer.Option(0, "--batch", min=0, max=MAX_BENCH_BATCH, help="Also time N poses per call "
+                              "(render_batch) for each backend."),
     frames: int = typer.Option(5, "--frames", min=1, help="Timed frames per backend."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed frames first."),
     head_only: bool = typer.Option(False, "--head-only", help="Keep the face pose fixed (face cache hits)."),
@@ -115,15 +145,17 @@ def bench(
     from tqdm import tqdm
 
     from tha.models.character import load_character_model
-    from tha.models.files import check_png_output
+    from tha.models.files import check_not_input, check_png_output
     from tha.models.hub import resolve_model
     from tha.runtime.bench import (Row, bench_poses, extra_rows, format_table, parse_backends, split_precision,
                                    time_backend, time_batch, time_blend, write_chart)
+    from tha.models.character import model_files
     from tha.runtime.interpolate import can_interpolate
     from tha.runtime.renderer import BACKENDS, open_backend
 
     model_dir = resolve_model(model_dir)
     check_png_output(chart, "--chart")  # before minutes of timing, not after
+    check_not_input(chart, model_files(model_dir), "--chart")
     names = parse_backends(backends, list(BACKENDS))
     poses = bench_poses(frames + warmup, head_only)
     rows: list[Row] = []
@@ -131,7 +163,8 @@ def bench(
         base, precision = split_precision(name)
         with open_backend(base, load_character_model(model_dir), precision=precision) as backend:
             rows.append(Row(name, time_backend(backend, poses, warmup)))
-            if batch:
+            if batch:  # one call can take minutes on a CPU: say what is running
+                tqdm.write(f"{name}: timing calls of {batch} poses", file=sys.stderr)
                 rows.append(Row(f"{name} batch {batch}", time_batch(backend, poses, batch, max(1, frames // batch))))
             if can_interpolate(backend):
                 rows.append(Row(f"{name} blended frame", time_blend(backend, poses, frames)))

@@ -1,8 +1,9 @@
 """The demo character: an original chibi-style girl drawn here with PIL (no third-party art),
 laid out where the SPEC's face box and the rig teacher expect a face, and her face mask.
 
-`build_demo_inputs(dir)` writes character.png, face_mask.png and a distill config whose
-student becomes the committed model under configs/demo/ (``DEMO_MODEL_DIR``; `tha demo` shows it).
+`build_demo_inputs(dir)` writes character.png and face_mask.png, the inputs of the distill
+run (configs/demo/distill.yaml) whose student is the committed model under configs/demo/
+(``DEMO_MODEL_DIR``; `tha demo` shows it).
 """
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def build_demo_inputs(directory: str | Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     character, mask = directory / "character.png", directory / "face_mask.png"
     save_png(character, draw_character())
-    Image.fromarray(draw_face_mask(), "RGB").save(mask)
+    save_png(mask, draw_face_mask())
     return character, mask
 
 

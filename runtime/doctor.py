@@ -6,7 +6,8 @@ import importlib
 import os
 from dataclasses import dataclass
 
-from tha.models.errors import short_reason
+from tha.models.errors import ThaError, short_reason
+from tha.runtime.backends.cudart import cudart
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,10 @@ def check_triton() -> Check:
 
 
 def check_cuda_python() -> Check:
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            importlib.import_module(name)
-            return Check(True, f"{name} importable")
-        except ImportError:
-            continue
-    return Check(False, "not installed; `pip install cuda-python` (needed by the trt backend and by the viewer "
-                        "to show a GPU backend's frames through CUDA-GL interop)")
+    try:
+        return Check(True, f"{cudart().__name__} importable")
+    except ThaError as err:
+        return Check(False, str(err))
 
 
 def check_onnxruntime() -> Check:

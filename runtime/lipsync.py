@@ -158,11 +158,6 @@ def analyse(samples: np.ndarray, rate: int, fps: float,
     return MouthTrack(fps, openness.astype(np.float32), vowels.astype(np.float32))
 
 
-def analyse_wav(path: str | Path, fps: float, settings: LipSyncSettings = LipSyncSettings()) -> MouthTrack:
-    """Mouth track of an audio file of any format ``read_wav`` reads."""
-    return analyse(*read_wav(path), fps, settings)
-
-
 class MicrophoneLevel:
     """Live input: the newest mouth shape from the default input device (needs ``sounddevice``);
     feed ``read()`` to ``Animator.set_mouth``, whose easing smooths it."""
@@ -181,8 +176,8 @@ class MicrophoneLevel:
         try:
             import sounddevice
         except (ImportError, OSError) as err:
-            raise ThaError(f"live lip sync needs sounddevice and PortAudio ({err}); "
-                           "`pip install 'tha[audio]'` and `apt-get install libportaudio2`") from None
+            raise ThaError(f"live lip sync needs sounddevice and PortAudio ({err}); install tha's audio extra "
+                           "(`pip install -e '.[audio]'` in tha's folder) and `apt-get install libportaudio2`") from None
         block = int(self.rate * self.settings.window)
         try:
             self._stream = sounddevice.InputStream(samplerate=self.rate, channels=1, blocksize=block,

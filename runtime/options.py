@@ -4,6 +4,7 @@ cannot drift apart. Choices come from the registries they select from
 format shows up in every command's help and validation by itself."""
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from pathlib import Path
@@ -12,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from tha.models.limits import FPS_RANGE
-from tha.runtime.renderer import BACKENDS, PRECISIONS
+from tha.runtime.backends import PRECISIONS
+from tha.runtime.renderer import BACKENDS
 from tha.runtime.video import FORMATS, check_video_output
 
 _ALPHA_FORMATS = " and ".join(suffix for suffix, video_format in FORMATS.items() if video_format.keeps_alpha)
@@ -57,12 +59,12 @@ BackendList = Annotated[str, typer.Option(
 
 Device = Annotated[str, typer.Option(
     "--device", callback=_torch_device,
-    help="Torch device: cpu, cuda or cuda:N. Where --backend is offered only torch uses it; the others pick "
-         "their own.")]
+    help="Torch device: cpu, cuda or cuda:N. Where --backend is offered torch runs on it, auto with cuda picks "
+         "among the backends that run on the GPU; the others pick their own.")]
 
 Precision = Annotated[Optional[PrecisionChoice], typer.Option(
-    "--precision", help="fp16, or fp32 (exact), for a backend that offers both (cuda); default: the backend's "
-                        "own (fp16 for cuda).")]
+    "--precision", help="fp16, or fp32 (exact), for a backend that offers both (cuda, ort, ort-fused: their "
+                        "fp16 graphs); default: the backend's own (fp16 for cuda, fp32 for ort).")]
 
 Frames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, help="Stop after N frames (default: until the input ends, the window closes or Ctrl+C).")]
@@ -94,6 +96,22 @@ Record = Annotated[Optional[Path], typer.Option(
          f"no suffix, a folder of PNGs: those and {_ALPHA_FORMATS} keep the character's transparency, the others "
          "show it over the viewer's background. The panel is never recorded.")]
 
+
+def frame_rate(value: float | None) -> float | None:
+    """--fps and --model-fps in FPS_RANGE. Checked here, not by typer's min/max: NaN compares
+    false with both bounds, and the range check then named a limit that was not the problem."""
+    if value is None:
+        return None
+    low, high = FPS_RANGE
+    if not low <= value <= high:  # NaN fails this too
+        problem = "is not a number" if math.isnan(value) else f"is below {low:g}" if value < low else f"is above {high:g}"
+        raise typer.BadParameter(f"{value:g} {problem}; give frames per second from {low:g} to {high:g}, e.g. 30")
+    return value
+
+
+RATE_RANGE_HELP = f"{FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}"
+
 Fps = Annotated[float, typer.Option(
-    "--fps", min=FPS_RANGE[0], max=FPS_RANGE[1],
-    help="Frames per second of recordings, rendered files and windowless runs (a window follows the display).")]
+    "--fps", callback=frame_rate,
+    help=f"Frames per second ({RATE_RANGE_HELP}) of recordings, rendered files and windowless runs (a window "
+         "follows the display).")]

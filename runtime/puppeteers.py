@@ -22,18 +22,29 @@ class Puppeteer(str, Enum):
 def load_converter(profile: Path | None, calibrate: bool) -> ArkitConverter:
     """The ARKit converter from the profile; with ``calibrate`` it takes the first tracked
     faces as the rest face and writes them back to the profile."""
+    from tha.models.errors import ThaError
+    from tha.models.files import check_output_path
     from tha.runtime.sources.arkit import ConverterSettings, load_profile, save_profile
 
     if profile is not None and (profile.exists() or not calibrate):
         settings = load_profile(profile)
     else:
         settings = ConverterSettings()
+    if calibrate and profile is not None:
+        # now, not when the first faces arrive: by then the puppet is running and nobody reads a failure
+        check_output_path(profile, "--profile")
     converter = ArkitConverter(settings)
     if calibrate:
         converter.request_calibration()
         if profile is not None:
             def saved(s) -> None:
-                save_profile(profile, s)
+                # runs on the tracking thread: a failure (disk full, folder removed since startup)
+                # is said here, and the rest face still applies to this run
+                try:
+                    save_profile(profile, s)
+                except ThaError as err:
+                    log.warning("calibrated, but the rest face was not saved: %s", err)
+                    return
                 log.info("calibrated: rest face saved to %s", profile)
 
             converter.on_calibrated = saved

@@ -79,10 +79,14 @@ def render_to_file(model_dir: str | Path, output: str | Path, *, audio: str | Pa
     """Render and return the number of frames written. With ``model_fps`` below ``fps`` the
     student runs at about that rate and the frames between are interpolated
     (``tha.runtime.interpolate``)."""
+    from tha.models.character import model_files
+    from tha.models.files import check_not_input
     from tha.runtime.renderer import open_backend
 
     if (audio is None) == (poses is None):
         raise ThaError("give exactly one of --audio speech.wav or --poses track.jsonl")
+    # before reading anything: the video replaces its output, which must not be what it reads
+    check_not_input(output, [*model_files(model_dir), *(p for p in (audio, poses) if p is not None)], "--output")
     settings = settings if idle else still(settings)
     sound = read_wav(audio) if audio is not None else None
     if sound is not None and len(sound[0]) == 0:

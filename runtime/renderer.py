@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from tha.models.errors import ThaError
+from tha.runtime.backends import PRECISIONS
 
 if TYPE_CHECKING:  # torch loads when a backend opens, not when the CLI lists backend names
     from tha.models.character import CharacterModel
@@ -22,10 +23,10 @@ def _torch(model: CharacterModel, device: str, precision: str = "fp32") -> Backe
 
 
 def _torch_cuda(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
-    from tha.runtime.backends.cuda import require_cuda
+    from tha.runtime.backends.cuda_env import require_cuda
     from tha.runtime.backends.torch import TorchBackend
 
-    require_cuda("torch-cuda")
+    require_cuda("--backend torch-cuda")
     return TorchBackend(model, device="cuda")
 
 
@@ -43,42 +44,47 @@ def _fastcpu(model: CharacterModel, device: str, precision: str = "fp32") -> Bac
     return FastCPUBackend(model)
 
 
-def _export_dir(model: CharacterModel) -> Path:
+def _export_dir(model: CharacterModel, fp16: bool = False) -> Path:
     from tha.export.exporter import ensure_exported
 
     if model.source is None:
         raise ThaError("the ONNX/TensorRT backends need a model directory on disk; save the model first")
-    return ensure_exported(model.source)
+    return ensure_exported(model.source, fp16)
 
 
-def _ort(provider: str, fused: bool = False) -> Callable[[CharacterModel, str], Backend]:
+def _ort(provider: str, fused: bool = False) -> Callable[..., Backend]:
     def make(model: CharacterModel, device: str, precision: str = "fp32") -> Backend:
         from tha.export.sessions import provider_list
         from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 
         provider_list(provider)  # a missing provider is refused before the export, not after it
-        export_dir = _export_dir(model)
+        # ort-trt builds its engines fp16 from the fp32 graphs whatever is asked (export.sessions)
+        fp16 = precision == "fp16" and provider != "trt"
+        export_dir = _export_dir(model, fp16)
         if fused:
-            return OrtFusedBackend(export_dir, provider)
-        return OrtBackend(model.image_tensor(), export_dir, provider, face_pose_size=model.face_morpher.config.pose_size)
+            return OrtFusedBackend(export_dir, provider, fp16)
+        return OrtBackend(model.image_tensor(), export_dir, provider, fp16, model.face_morpher.config.pose_size)
 
     return make
 
 
 def _trt(model: CharacterModel, device: str, precision: str = "fp16") -> Backend:
+    from tha.export.trt_engine import graph_engine
     from tha.runtime.backends.trt import TrtBackend, require_tensorrt
 
     require_tensorrt()  # before the export, which takes a while and writes a folder
     export_dir = _export_dir(model)
-    fp16 = (export_dir / "face.fp16.engine").is_file() or not (export_dir / "face.fp32.engine").is_file()
+    fp16 = graph_engine(export_dir, "face", True).is_file() or not graph_engine(export_dir, "face", False).is_file()
     return TrtBackend(model.image_tensor(), export_dir, fp16=fp16, face_pose_size=model.face_morpher.config.pose_size)
 
 
-PRECISIONS = ("fp16", "fp32")  # what --precision takes
 # the backends that run fp32 whatever they are asked (trt and ort-trt run as their engines were built)
-FP32_ONLY = ("torch", "torch-cuda", "fastcpu", "ort", "ort-fused", "ort-cuda")
+FP32_ONLY = ("torch", "torch-cuda", "fastcpu")
+# the backends that run on the CPU whatever --device says: auto passes them over for a CUDA device
+CPU_ONLY = ("fastcpu", "ort", "ort-fused")
 
-# name -> factory(model, device, precision); precision matters to cuda (fp16 | fp32) only.
+# name -> factory(model, device, precision); precision matters to cuda and ort (fp16 | fp32) only,
+# device to torch only.
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "torch": _torch,
     "torch-cuda": _torch_cuda,
@@ -117,13 +123,15 @@ def probe_available() -> dict[str, bool]:
     """Cheap per-backend checks for `auto` (no MediaPipe, no GL: `tha doctor` is the full story)."""
     import torch
 
+    from tha.runtime.backends.cudart import MODULES as CUDART_MODULES
+
     cuda = torch.cuda.is_available()
     trt_ep = False
     if cuda and _installed("onnxruntime"):
         import onnxruntime
 
         trt_ep = "TensorrtExecutionProvider" in onnxruntime.get_available_providers()
-    return {"trt": cuda and _installed("tensorrt") and (_installed("cuda.bindings") or _installed("cuda.cudart")),
+    return {"trt": cuda and _installed("tensorrt") and any(_installed(m) for m in CUDART_MODULES),
             "ort-trt": trt_ep, "cuda": cuda, "torch-cuda": cuda, "fastcpu": True}
 
 
@@ -137,19 +145,37 @@ def open_backend(name: str, model: CharacterModel | str | Path, device: str = "c
     if precision not in (None, *PRECISIONS):
         raise ThaError(f"unknown precision '{precision}'; choose {' or '.join(PRECISIONS)}")
     if name == "auto":
-        return _open_auto(model, precision)
+        return _open_auto(model, device, precision)
     if name not in BACKENDS:
         raise ThaError(f"unknown backend '{name}'; choose one of auto, {', '.join(BACKENDS)}")
     if precision == "fp16" and name in FP32_ONLY:
-        raise ThaError(f"--backend {name} runs fp32 only; --precision fp16 is for --backend cuda")
+        raise ThaError(f"--backend {name} runs fp32 only; --precision fp16 is for --backend cuda, cuda-fused, "
+                       "ort or ort-fused")
     return BACKENDS[name](model, device, **({"precision": precision} if precision else {}))
 
 
-def _open_auto(model: CharacterModel, precision: str | None = None) -> Backend:
-    """The fastest backend that opens (a GPU backend may lack its engines); says which."""
-    for name in candidates(probe_available()):
+def _auto_candidates(device: str) -> list[str]:
+    """What auto tries for ``device``: for the CPU (the default, so no constraint) any backend;
+    for the default GPU the ones that run on it, torch there included. Another GPU is refused:
+    torch alone takes a device, the GPU backends run on the default one."""
+    import torch
+
+    from tha.runtime.backends.cuda_env import require_cuda
+
+    if torch.device(device).type == "cpu":
+        return candidates(probe_available())
+    require_cuda(f"--backend auto --device {device}", instead="--device cpu")
+    if torch.device(device).index not in (None, 0):
+        raise ThaError(f"--backend auto runs its GPU backends on the default GPU, not {device}; use --backend torch "
+                       f"--device {device}, or CUDA_VISIBLE_DEVICES to pick the GPU")
+    return [name for name in candidates(probe_available()) if name not in CPU_ONLY]
+
+
+def _open_auto(model: CharacterModel, device: str, precision: str | None = None) -> Backend:
+    """The fastest backend that opens for ``device`` (a GPU backend may lack its engines); says which."""
+    for name in _auto_candidates(device):
         try:
-            backend = BACKENDS[name](model, "cpu", **({"precision": precision} if precision else {}))
+            backend = BACKENDS[name](model, device, **({"precision": precision} if precision else {}))
         except ThaError as err:
             log.warning("backend %s unavailable (%s)", name, err)
             continue

@@ -27,7 +27,7 @@ class VirtualCamera:
         try:
             import pyvirtualcam
         except ImportError:
-            raise ThaError("--virtual-camera needs pyvirtualcam: `pip install 'tha[virtualcam]'`") from None
+            raise ThaError("--virtual-camera needs pyvirtualcam: install tha's virtualcam extra (`pip install -e '.[virtualcam]'` in tha's folder)") from None
         self.background = background
         try:
             self._camera = pyvirtualcam.Camera(width=width, height=height, fps=fps, device=device)

@@ -339,3 +339,66 @@ def test_the_readme_python_example_runs_as_written():
     code = blocks[0] + "assert rgba.shape == (512, 512, 4) and rgba.dtype.name == 'uint8' and rgba[..., 3].any()\n"
     run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
+
+
+def test_cuda_python_missing_is_one_line_everywhere(monkeypatch):
+    """The trt backend, the viewer's interop and `tha doctor` each looked for cuda-python in
+    their own words (trt's: an ImportError traceback); one lookup now, one message."""
+    import sys
+
+    from tha.runtime.backends.cudart import MODULES, cudart
+    from tha.runtime.doctor import check_cuda_python
+
+    for name in MODULES:
+        monkeypatch.setitem(sys.modules, name, None)  # `import` of it raises ImportError
+    with pytest.raises(ThaError, match=r"cuda-python is not installed: `pip install cuda-python`") as err:
+        cudart()
+    assert "\n" not in str(err.value)
+    check = check_cuda_python()
+    assert not check.ok and check.detail == str(err.value)
+
+
+def _recording_backends(monkeypatch) -> list[tuple[str, str]]:
+    """Every registry entry replaced by one that records (name, device) and refuses but torch
+    and fastcpu; the probe offers fastcpu, as on this CPU machine."""
+    from tha.runtime import renderer
+
+    opened: list[tuple[str, str]] = []
+
+    def factory(name: str):
+        def make(model, device, precision=None):
+            opened.append((name, device))
+            if name not in ("torch", "fastcpu"):
+                raise ThaError(f"{name} is not here")
+            return FastCPUBackend.__new__(FastCPUBackend)
+        return make
+
+    monkeypatch.setattr(renderer, "BACKENDS", {name: factory(name) for name in BACKENDS})
+    monkeypatch.setattr(renderer, "probe_available", lambda: {"fastcpu": True})
+    return opened
+
+
+def test_auto_gives_the_backends_the_device_it_was_asked_for(lambda00, monkeypatch):
+    """auto passed "cpu" to every backend whatever device it was given; on a CUDA device it now
+    passes over the CPU-only backends and runs torch there."""
+    from tha.runtime.backends import cuda_env
+
+    opened = _recording_backends(monkeypatch)
+    open_backend("auto", lambda00, device="cpu")
+    assert opened == [("fastcpu", "cpu")]
+    opened.clear()
+    monkeypatch.setattr(cuda_env, "require_cuda", lambda what, instead: None)  # as on a CUDA machine
+    open_backend("auto", lambda00, device="cuda")
+    assert opened == [("torch", "cuda")]
+    with pytest.raises(ThaError, match=r"--backend auto runs its GPU backends on the default GPU, not cuda:1; "
+                                       r"use --backend torch --device cuda:1"):
+        open_backend("auto", lambda00, device="cuda:1")
+
+
+def test_auto_on_a_cuda_device_without_cuda_says_so(lambda00):
+    """It used to fall back to the CPU without a word."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ThaError, match=r"--backend auto --device cuda needs .*, or use --device cpu") as err:
+        open_backend("auto", lambda00, device="cuda")
+    assert "\n" not in str(err.value)

@@ -166,13 +166,17 @@ def test_rgba8_colour_is_zero_where_alpha_is(model, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["view", DEMO, "--fps", "999"], ["'--fps'", "240", "see `tha view --help`"]),
+    (["view", DEMO, "--fps", "999"], ["'--fps'", "999 is above 240", "see `tha view --help`"]),
     (["serve", DEMO, "--port", "99999"], ["'--port'", "65535", "see `tha serve --help`"]),
     (["pose"], ["Missing argument", "see `tha pose --help`"]),
     (["nosuch"], ["No such command 'nosuch'", "see `tha --help`"]),
     # --model-fps had no range: nan was a traceback, 0 or -5 passed
-    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "nan"], ["'--model-fps'", "240"]),
-    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "0"], ["'--model-fps'", "greater than or equal to 1"]),
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "nan"],
+     ["'--model-fps'", "nan is not a number", "from 1 to 240"]),
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--model-fps", "0"], ["'--model-fps'", "0 is below 1"]),
+    # nan was "Input should be less than or equal to 240": a limit it did not break
+    (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--fps", "nan"], ["'--fps'", "nan is not a number"]),
+    (["view", DEMO, "--fps", "nan"], ["'--fps'", "nan is not a number", "see `tha view --help`"]),
     # an unknown preset was silently neutral (the server does that for SillyTavern's sake; a typo should not)
     (["demo", "--emotion", "hapy", "--offscreen"], ["'--emotion'", "'hapy' is not an emotion preset", "joy"]),
     (["render", DEMO, "--poses", "t.jsonl", "-o", "x.mp4", "--emotion", "Joy"], ["'Joy' is not an emotion preset"]),

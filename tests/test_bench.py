@@ -11,6 +11,7 @@ from PIL import Image
 from tha.models.errors import ThaError
 from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, write_chart
 from cli import assert_one_line_error, tha
+from model_dirs import copy_model_directory
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -55,28 +56,57 @@ def test_head_only_poses_keep_the_face_fixed():
     assert np.all(poses[:, :39] == poses[0, :39]) and len(np.unique(poses[:, 39])) == 6
 
 
-def test_missing_extra_measure_is_one_line(tmp_path, caplog, monkeypatch):
+def _fake_extra(monkeypatch, measure) -> None:
+    """--viewer's measure replaced by ``measure``, through the registry as the real one is found."""
+    import sys
+    import types
+
     from tha.runtime import bench
 
-    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("tha.viewer.no_such_bench", "measure_viewer"))
-    assert extra_rows("viewer", tmp_path, 1) == []
-    assert caplog.messages == ["--viewer: not available (tha.viewer.no_such_bench.measure_viewer is not installed)"]
+    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("fake_viewer_bench", "measure_viewer"))
+    monkeypatch.setitem(sys.modules, "fake_viewer_bench", types.SimpleNamespace(measure_viewer=measure))
 
 
 def test_an_extra_measure_that_cannot_run_is_skipped_with_its_reason(tmp_path, caplog, monkeypatch):
     """`--viewer` on a machine whose OpenGL has no driver raised after every backend was timed:
     no table, no chart. Its row is now left out with the reason."""
-    import types
-
-    from tha.runtime import bench
-
     def no_driver(model_dir, frames):
         raise ThaError("no EGL display: no OpenGL driver")
 
-    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("fake_viewer_bench", "measure_viewer"))
-    monkeypatch.setitem(__import__("sys").modules, "fake_viewer_bench", types.SimpleNamespace(measure_viewer=no_driver))
+    _fake_extra(monkeypatch, no_driver)
     assert extra_rows("viewer", tmp_path, 1) == []
     assert caplog.messages == ["--viewer: skipped (no EGL display: no OpenGL driver)"]
+
+
+def test_a_bug_in_an_extra_measure_is_not_taken_for_a_missing_install(tmp_path, caplog, monkeypatch):
+    """An AttributeError inside a measure (or a renamed measure) was logged as "not installed"
+    and its rows dropped; every extra is in-tree, so it is a bug and surfaces as one."""
+    from tha.runtime import bench
+
+    def buggy(model_dir, frames):
+        return None.rows
+
+    _fake_extra(monkeypatch, buggy)
+    with pytest.raises(AttributeError, match="rows"):
+        extra_rows("viewer", tmp_path, 1)
+    monkeypatch.setitem(bench.EXTRA_MEASURES, "viewer", ("fake_viewer_bench", "renamed_measure"))
+    with pytest.raises(AttributeError, match="renamed_measure"):
+        extra_rows("viewer", tmp_path, 1)
+    assert "not installed" not in caplog.text
+
+
+def test_every_extra_measure_exists_and_takes_model_dir_and_frames():
+    """One call for all four: the distill measure took (frames) alone, the others (model_dir, frames)."""
+    import importlib
+    import inspect
+
+    from tha.runtime.bench import EXTRA_MEASURES
+
+    for kind, (module, name) in EXTRA_MEASURES.items():
+        measure = getattr(importlib.import_module(module), name)
+        signature = inspect.signature(measure)
+        signature.bind(Path("model"), 1)  # a TypeError if it takes other arguments
+        assert list(signature.parameters)[:2] in (["model_dir", "frames"], ["model_dir", "examples"]), kind
 
 
 def test_a_chart_name_that_is_not_png_is_refused_before_timing(tmp_path):
@@ -101,3 +131,19 @@ def test_a_backend_named_twice_is_refused(tmp_path):
     result = tha("bench", DEMO, "--backends", "fastcpu,fastcpu", "--chart", tmp_path / "bench.png")
     assert_one_line_error(result, "fastcpu more than once", code=2)
     assert not (tmp_path / "bench.png").exists()
+
+
+def test_a_chart_that_is_the_models_own_image_is_refused(tmp_path):
+    """`--chart MODEL/character.png` replaced the character's image with the chart."""
+    model = copy_model_directory(DEMO, tmp_path / "model")
+    image = (model / "character.png").read_bytes()
+    result = tha("bench", model, "--backends", "fastcpu", "--frames", "1", "--chart", model / "character.png")
+    assert_one_line_error(result, "--chart", "character.png", "is also this command's input", code=2)
+    assert "bench:" not in result.stderr and (model / "character.png").read_bytes() == image
+
+
+def test_batch_is_bounded(tmp_path):
+    """`--batch 100000` sat at "bench: 0%" for minutes, with no word of what it was doing."""
+    result = tha("bench", DEMO, "--backends", "fastcpu", "--batch", "100000", "--chart", tmp_path / "bench.png")
+    assert_one_line_error(result, "'--batch'", "1024", code=2)
+    assert "bench:" not in result.stderr

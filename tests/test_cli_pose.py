@@ -168,3 +168,75 @@ def test_pose_refuses_an_output_name_that_is_not_png(tmp_path):
     result = tha("pose", demo, "-o", tmp_path / "x.PNG")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x.PNG").read_bytes().startswith(b"\x89PNG")
+
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
+
+
+def _demo_copy(tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    shutil.copytree(DEMO, model)
+    return model
+
+
+def test_pose_refuses_to_write_over_its_own_inputs(tmp_path):
+    """`-o MODEL/character.png` replaced the model's image; the teacher's `-o char.png` its input."""
+    model = _demo_copy(tmp_path)
+    image = (model / "character.png").read_bytes()
+    result = tha("pose", model, "-o", model / "character.png")
+    assert_one_line_error(result, "-o", "character.png", "input", "another name", code=2)
+    result = tha("pose", model / "character_model.yaml", "--save-tensor", model / "face_morpher.pt", "-o", tmp_path / "o.png")
+    assert_one_line_error(result, "--save-tensor", "face_morpher.pt", code=2)
+    result = tha("teacher", "pose", tmp_path / "no_teacher", model / "character.png", "-o", model / "character.png")
+    assert_one_line_error(result, "-o", "character.png", "input", code=2)
+    tensor = tmp_path / "in.npy"
+    np.save(tensor, np.zeros((4, 512, 512), np.float32))
+    result = tha("teacher", "pose", tmp_path / "no_teacher", tensor, "-o", tmp_path / "o.png", "--save-tensor", tensor)
+    assert_one_line_error(result, "--save-tensor", "in.npy", "input", code=2)
+    assert (model / "character.png").read_bytes() == image and not (tmp_path / "o.png").exists()
+
+
+def test_save_tensor_needs_an_npy_name_of_its_own_and_is_reported(tmp_path):
+    """`--save-tensor x.png` replaced the PNG with NumPy bytes; `x.txt` was taken as it came."""
+    for name in ("x.txt", "x.png", "x"):
+        result = tha("pose", DEMO, "-o", tmp_path / "x.png", "--save-tensor", tmp_path / name)
+        assert_one_line_error(result, "--save-tensor", name, ".npy", code=2)
+    (tmp_path / "link.npy").symlink_to(tmp_path / "x.png")  # the same file by another name
+    result = tha("pose", DEMO, "-o", tmp_path / "x.png", "--save-tensor", tmp_path / "link.npy")
+    assert_one_line_error(result, "--save-tensor", "link.npy", "x.png", code=2)
+    assert not (tmp_path / "x.png").exists()
+    result = tha("pose", DEMO, "-o", tmp_path / "x.png", "--save-tensor", tmp_path / "t.NPY")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote {tmp_path / 'x.png'} and {tmp_path / 't.NPY'}"
+    assert np.load(tmp_path / "t.NPY").shape == (4, 512, 512)
+
+
+def test_pose_refuses_an_output_name_without_a_suffix(tmp_path):
+    """`-o noext` wrote a PNG no viewer recognises by name; /dev/null is still written through."""
+    result = tha("pose", DEMO, "-o", tmp_path / "noext")
+    assert_one_line_error(result, "-o", "noext", "written as a PNG", "noext.png", code=2)
+    assert not (tmp_path / "noext").exists()
+    assert tha("pose", DEMO, "-o", "/dev/null").returncode == 0
+
+
+def test_a_model_naming_a_directory_says_so(tmp_path):
+    model = _demo_copy(tmp_path)
+    (model / "character.png").unlink()
+    (model / "character.png").mkdir()
+    result = tha("pose", model, "-o", tmp_path / "o.png")
+    assert_one_line_error(result, "character.png", "is a directory, not a file", code=2)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("version https://git-lfs.github.com/spec/v1\noid sha256:9c89\nsize 292867\n", "is a Git LFS pointer"),
+    ("<!DOCTYPE html>\n<html><body>Sign in</body></html>\n", "is a web page"),
+    ("hello\n", "is a text file"),
+])
+def test_a_text_file_saved_as_a_checkpoint_is_named_as_such(tmp_path, text, needle):
+    """It was "holds pickled objects, not a plain state_dict (Weights only load failed...)"."""
+    model = _demo_copy(tmp_path)
+    (model / "face_morpher.pt").write_text(text)
+    result = tha("pose", model, "-o", tmp_path / "o.png")
+    assert_one_line_error(result, "face_morpher.pt", needle, "not a PyTorch checkpoint", "download or export it again",
+                          code=2)
+    assert "pickled" not in result.stderr

@@ -12,7 +12,8 @@ from tha.export.verify import random_poses
 from tha.models.character import load_character_model
 from tha.models.errors import ThaError
 from tha.models.image import rgba8
-from tha.runtime.backends.cuda import CudaBackend, precise_matmuls
+from tha.runtime.backends.cuda import CudaBackend
+from tha.runtime.backends.cuda_env import precise_matmuls
 from tha.runtime.renderer import open_backend
 
 from frames import shown_psnr, within_one_level

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from tha.train.distill import distill
 from tha.train.poses import PoseSampler
 from tha.train.samples import psnr
 from tha.train.snapshot import load_snapshot
-from cli import THA
+from cli import THA, assert_one_line_error
 
 def _images(shared: Path) -> tuple[Path, Path]:
     return shared / "tha4-data/images/lambda_00.png", shared / "tha4-data/images/lambda_00_face_mask.png"
@@ -431,8 +432,15 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     data = (whole / "snapshot.pt").read_bytes()
     (tmp_path / "cut/snapshot.pt").write_bytes(data[:len(data) // 2])
     line = run("cut", "--resume", prefix=str(tmp_path / "cut"))
-    assert "cannot be read" in line and (tmp_path / "cut/snapshot.pt").stat().st_size == len(data) // 2
-    assert not list(tmp_path.glob("[!wc]*/snapshot.pt"))
+    assert "corrupt or truncated" in line and (tmp_path / "cut/snapshot.pt").stat().st_size == len(data) // 2
+    # A whole zip whose contents torch refuses with a ValueError (an unknown byte order) was a traceback.
+    (tmp_path / "odd").mkdir()
+    with zipfile.ZipFile(whole / "snapshot.pt") as good, zipfile.ZipFile(tmp_path / "odd/snapshot.pt", "w") as odd:
+        for item in good.infolist():
+            odd.writestr(item, b"middle" if item.filename.endswith("/byteorder") else good.read(item))
+    line = run("odd", "--resume", prefix=str(tmp_path / "odd"))
+    assert "odd/snapshot.pt is corrupt or truncated" in line and "Unknown endianness type: middle" in line, line
+    assert not list(tmp_path.glob("[!wco]*/snapshot.pt"))
 
 
 @pytest.mark.parametrize("override, needle", [
@@ -447,6 +455,11 @@ def test_bad_schedules_yaml_prefixes_and_snapshots_are_one_clear_line(shared, tm
     ("face.learning_rate=-1", "face.learning_rate = -1.0 must be positive"),
     ("face.lr_drop_factor=[0.0]", "face.lr_drop_factor[0] = 0.0 must be positive"),
     ("face.mask_weight=-1", "face.mask_weight = -1.0 is a loss weight"),
+    # inf passed `> 0` / `>= 0`: lr=inf trained a NaN student
+    ("face.learning_rate=inf", "face.learning_rate = inf must be positive and finite"),
+    ("face.lr_drop_factor=[.inf]", "face.lr_drop_factor[0] = inf must be positive and finite"),
+    ("face.learning_rate=nan", "face.learning_rate = nan must be positive and finite"),
+    ("face.mask_weight=inf", "face.mask_weight = inf is a loss weight; give a finite 0 or more"),
     ("body.patch_size=-2", "body.patch_size -2 is negative"),
 ])
 def test_student_sizes_rates_and_weights_are_checked_on_load(shared, tmp_path, override, needle):
@@ -678,24 +691,26 @@ def test_init_config_round_trips_odd_paths(shared, tmp_path, folder):
     assert Path(config.character_image_file_name).is_file()
 
 
-def test_ctrl_c_names_the_last_snapshot_and_the_command_to_resume(shared, tmp_path):
-    """Ctrl+C ended the run silently; now one line says where to resume from and how, exit 130."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_names_the_last_snapshot_and_the_command_to_resume(shared, tmp_path, signum, code):
+    """Ctrl+C ended the run silently; now one line says where to resume from and how, exit 130.
+    SIGTERM (a `kill`, a scheduler) exited 143 without that line: it says the same now."""
     face = {**_tiny(shared, tmp_path)["face"], "num_examples": 10**6}  # runs until interrupted
     path = _write(tmp_path / "long.yaml", _tiny(shared, tmp_path / "long", face=face))
     # A shell without job control starts background commands with SIGINT ignored, and Python then
     # keeps it ignored: the run is given the default disposition, as a terminal's Ctrl+C finds it.
     proc = subprocess.Popen([*THA, "distill", "run", str(path), "--set", "snapshot_every=8"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "long/snapshot.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()  # a run of a million examples must not outlive a failed check
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert lines == [f"interrupted; the last snapshot is {tmp_path / 'long/snapshot.pt'}; resume from it with: "
@@ -734,7 +749,7 @@ def test_long_reasons_are_cut_at_a_word_boundary(tmp_path):
     torch.save(datetime.date(2020, 1, 1), tmp_path / "poses.pt")  # a pickled object, refused by weights_only
     with pytest.raises(ThaError) as caught:
         load_pose_dataset(tmp_path / "poses.pt")
-    reason = re.search(r"\((.*)\)$", str(caught.value)).group(1)
+    reason = re.search(r"pose tensor file \((.*)\); ", str(caught.value)).group(1)
     assert "datetime.date" in reason and "\x1b" not in reason, reason
     try:
         torch.load(tmp_path / "poses.pt", weights_only=True)
@@ -789,9 +804,34 @@ def test_curve_draws_a_saved_log_and_refuses_what_is_not_one(tmp_path):
     assert done.returncode == 0 and f"wrote {tmp_path / 'c.png'}" in done.stdout, done.stderr
     chart = Image.open(tmp_path / "c.png")
     assert chart.format == "PNG" and chart.size == (700, 400)
-    for args, needle in (([], "the following arguments are required"),
-                         ([str(tmp_path / "nope"), str(tmp_path / "d.png")], "cannot read"),
+    failed = subprocess.run(curve, capture_output=True, text=True, timeout=120)  # argparse: usage, then its error
+    assert failed.returncode == 2 and "the following arguments are required" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr, failed.stderr
+    for args, needle in (([str(tmp_path / "nope"), str(tmp_path / "d.png")], "cannot read"),
                          ([str(tmp_path / "c.png"), str(tmp_path / "d.png")], "has no held-out PSNR lines")):
-        failed = subprocess.run([*curve, *args], capture_output=True, text=True, timeout=120)
-        assert failed.returncode == 2 and needle in failed.stderr and "Traceback" not in failed.stderr, failed.stderr
+        assert_one_line_error(subprocess.run([*curve, *args], capture_output=True, text=True, timeout=120),
+                              needle, code=2)
     assert not (tmp_path / "d.png").exists()
+
+
+def test_init_keeps_an_existing_preview_refuses_a_yaml_folder_and_names_the_masks_format(shared, tmp_path):
+    """preview.png was replaced silently while config.yaml was refused; `-o run/config.yaml`
+    made a folder named config.yaml; a JPEG mask was told to be "a 512x512 RGBA PNG"."""
+    from tha.train.init import init_run
+
+    image, mask = _images(shared)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "preview.png").write_bytes(b"the user's picture")
+    with pytest.raises(ThaError, match="preview.png already exists; choose another -o folder"):
+        init_run(image, mask, run, "rig")
+    assert (run / "preview.png").read_bytes() == b"the user's picture" and not (run / "config.yaml").exists()
+
+    line = _one_error_line(_cli("distill", "init", str(image), str(mask), "-o", str(tmp_path / "di5/config.yaml")))
+    assert "-o is the run's folder" in line and f"-o {tmp_path / 'di5'}" in line, line
+    assert not (tmp_path / "di5").exists()
+
+    Image.open(mask).convert("RGB").save(tmp_path / "mask.jpg")
+    with pytest.raises(ThaError, match=r"face mask .*mask.jpg is a JPEG file, not a PNG; save it as a 512x512 RGB "
+                                       r"PNG of 0 and 255 values"):
+        init_run(image, tmp_path / "mask.jpg", tmp_path / "other", "rig")

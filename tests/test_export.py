@@ -18,12 +18,13 @@ from tha.export.exporter import ExportOptions, export_student
 from tha.export.onnx_graphs import GRAPHS, OPSET, graph_file
 from tha.export.trt_engine import EngineInfo, check_engine, sidecar_path
 from tha.export.verify import (MAX_ABS, MEAN_ABS, MIN_PSNR_DB, UINT8_WITHIN_ONE, psnr, random_poses, rgba_parity,
-                               tensor_parity, torch_reference)
+                               tensor_parity, torch_stages)
 from tha.models.errors import ThaError
 from tha.models.files import sha256_file
 from tha.models.image import tensor_to_rgba
 from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 from cli import assert_one_line_error
+from model_dirs import copy_model_directory
 from cli import tha as run_cli
 
 @pytest.fixture(scope="session")
@@ -49,7 +50,7 @@ def random16() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def torch16(lambda00, random16) -> torch.Tensor:
-    return torch_reference(lambda00, random16)
+    return torch_stages(lambda00, random16)["image"]
 
 
 def test_graphs_are_static_opset17_checked_and_grid_free(export00):
@@ -168,7 +169,6 @@ def test_trt_without_tensorrt_is_refused_before_any_work(lambda00_dir, tmp_path)
 
 
 def test_corrupt_onnx_is_refused_by_the_cli(export00, lambda00_dir, tmp_path):
-    from tha.models.character import copy_model_directory
 
     out, _ = export00
     model = copy_model_directory(lambda00_dir, tmp_path / "model")
@@ -256,7 +256,6 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 @pytest.fixture()
 def demo_exported(tmp_path) -> Path:
     """The small demo student copied and exported to its own export/ folder."""
-    from tha.models.character import copy_model_directory
 
     model = copy_model_directory(DEMO, tmp_path / "demo")
     export_student(model, model / "export", ExportOptions(verify_poses=0))
@@ -272,7 +271,7 @@ def test_another_models_export_is_refused_not_drawn(demo_exported, lambda00_dir,
     assert {p.name: p.read_bytes() for p in (model / "export").iterdir()} == before
     shutil.copyfile(lambda00_dir / "body_morpher.pt", model / "body_morpher.pt")
     proc = run_cli("bench", model, "--backends", "ort-fused", "--frames", "1", "--chart", tmp_path / "b.png")
-    _one_line_error(proc, "does not belong", "body_morpher.pt", "tha export")
+    _one_line_error(proc, "cannot be used for", "body_morpher.pt", "tha export")
 
 
 def test_graph_swapped_after_export_is_refused(demo_exported, tmp_path):
@@ -343,20 +342,25 @@ def test_graphs_pick_the_batch_with_squeeze_not_a_copying_gather(export00):
         assert not [t.name for t in graph.initializer if t.name not in used], name
 
 
-def test_an_export_past_the_bounds_replaces_nothing(demo_exported, monkeypatch):
-    """Graphs that fail their check used to be swapped in (the good export deleted) before the
-    error, and the backends then ran them. Now the old export stays and says nothing changed."""
+def fail_one_check(monkeypatch, index: int) -> None:
+    """Make the export's check against PyTorch report its ``index``-th graph past the bounds."""
     from tha.export import exporter
 
-    before = {p.name: p.read_bytes() for p in (demo_exported / "export").iterdir()}
     real_verify = exporter.verify
 
     def one_graph_off(model, out_dir, options):
         parity = real_verify(model, out_dir, options)
-        parity[0].ok = False  # as a graph past the bounds reports itself
+        parity[index].ok = False  # as a graph past the bounds reports itself
         return parity
 
     monkeypatch.setattr(exporter, "verify", one_graph_off)
+
+
+def test_an_export_past_the_bounds_replaces_nothing(demo_exported, monkeypatch):
+    """Graphs that fail their check used to be swapped in (the good export deleted) before the
+    error, and the backends then ran them. Now the old export stays and says nothing changed."""
+    before = {p.name: p.read_bytes() for p in (demo_exported / "export").iterdir()}
+    fail_one_check(monkeypatch, 0)
     with pytest.raises(ThaError, match="exceed the error bounds .* nothing was written to") as err:
         export_student(demo_exported, demo_exported / "export", ExportOptions(verify_poses=1))
     assert "FAIL" not in str(err.value)
@@ -372,3 +376,64 @@ def test_graph_options_with_web_alone_are_refused(tmp_path, option, needle):
     or --trt they are refused, one line each, before any page is built."""
     _one_line_error(run_cli("export", DEMO, "--web", tmp_path / "site", *option), needle, "add --onnx")
     assert sorted(tmp_path.iterdir()) == []
+
+
+# --- ort fp16, and the graphs the ort backends export for themselves ---------------------
+
+@pytest.mark.slow
+def test_ort_precision_fp16_opens_the_fp16_graphs_close_to_fp32(export00, lambda00_dir, tmp_path, monkeypatch):
+    """`tha export --fp16` wrote fp16 graphs that no backend could open: --precision fp16 was
+    refused for ort and ort-fused. Now they run them, within the fp16 bound of the fp32 frames."""
+    from tha.models.character import load_character_model
+    from tha.runtime.backends import ort
+    from tha.runtime.renderer import open_backend
+
+    model_dir = copy_model_directory(lambda00_dir, tmp_path / "model")
+    shutil.copytree(export00[0], model_dir / "export")
+    model = load_character_model(model_dir)
+    opened, real_open = [], ort.open_session
+    monkeypatch.setattr(ort, "open_session", lambda path, provider: opened.append(path.name) or real_open(path, provider))
+    pose = random_poses(1, seed=31)[0]
+    for name in ("ort", "ort-fused"):
+        with open_backend(name, model, precision="fp16") as half, open_backend(name, model) as full:
+            parity = rgba_parity(name, half.render(pose).host(), full.render(pose).host(), fp16=True)
+            assert half.name == f"{name}-fp16" and parity.ok, parity.line()
+    assert opened == ["face.fp16.onnx", "body.fp16.onnx", "face.onnx", "body.onnx", "student.fp16.onnx", "student.onnx"]
+
+
+def test_ort_fp16_without_fp16_graphs_says_how_to_export_them(demo_exported):
+    from tha.runtime.renderer import open_backend
+
+    with pytest.raises(ThaError, match=r"does not list face.fp16.onnx \(exported without --fp16\); "
+                                       r"re-export with `tha export .* --onnx --fp16`") as err:
+        open_backend("ort", demo_exported, precision="fp16")
+    assert "\n" not in str(err.value)
+
+
+def test_an_automatic_export_past_the_bounds_is_not_installed(tmp_path, monkeypatch):
+    """`--backend ort` exported into the cache unchecked against PyTorch; now it is checked like
+    `tha export` (on fewer poses), and graphs past the bounds never reach the cache."""
+    from tha.export import exporter
+
+    monkeypatch.setenv("THA_HOME", str(tmp_path / "home"))
+    model = copy_model_directory(DEMO, tmp_path / "demo")
+    fail_one_check(monkeypatch, 1)
+    with pytest.raises(ThaError, match="exceed the error bounds against PyTorch") as err:
+        exporter.ensure_exported(model)
+    cache = exporter.cached_export_dir(model)
+    assert "\n" not in str(err.value) and not cache.exists() and list(cache.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_an_automatic_fp16_export_is_verified_in_both_precisions(tmp_path, monkeypatch):
+    from tha.export import exporter
+
+    monkeypatch.setenv("THA_HOME", str(tmp_path / "home"))
+    model = copy_model_directory(DEMO, tmp_path / "demo")
+    cache = exporter.ensure_exported(model, fp16=True)
+    assert cache == exporter.cached_export_dir(model) and cache.parent.name == "exports"
+    manifest = json.loads((cache / "export.json").read_text())
+    assert manifest["options"]["verify_poses"] == exporter.AUTO_VERIFY_POSES == 2
+    assert [p["graph"] for p in manifest["parity"]] == ["face", "body", "student", "face fp16", "body fp16",
+                                                         "student fp16"]
+    assert all(p["ok"] for p in manifest["parity"])

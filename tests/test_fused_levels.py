@@ -38,6 +38,7 @@ def bodies(model):
     return exact, half, FusedBody(half, DEVICE)
 
 
+@pytest.mark.slow  # Triton's interpreter runs the kernels in Python
 def test_fused_body_matches_the_folded_body(bodies, model):
     """The 256x256 and 512x512 levels fused (the 360-channel one stays layer by layer); fp16
     GEMMs either way, but the kernels keep GEMM results in fp32, so the fields are at least as
@@ -65,6 +66,7 @@ def test_fused_face_matches_the_folded_face(model):
             assert (got[i:i + 1] - want).abs().mean() <= 1.1 * (layered - want).abs().mean()
 
 
+@pytest.mark.slow  # Triton's interpreter runs the kernels in Python
 def test_fused_body_batch_is_as_close_as_single_frames(bodies):
     """One launch per level for N frames. Not equal to single frames bit for bit: the leading
     level runs batched GEMMs then, which round fp16 differently, and the sine layers carry such
@@ -97,6 +99,7 @@ class SmallSharedMemory:
         return launch
 
 
+@pytest.mark.slow  # Triton's interpreter runs the kernels in Python
 def test_levels_too_big_for_the_gpu_run_layer_by_layer(bodies, monkeypatch):
     """A consumer GPU: the 256-wide level stays layer by layer (with a warning saying why), the
     512x512 one still fuses, and the fields are as close to fp32 as before."""

@@ -190,3 +190,34 @@ def test_a_partly_downloaded_model_is_listed_and_refused_as_such(tmp_path):
                      "lambda_01": "not downloaded"}
     assert_one_line_error(tha("pose", "lambda_00", "-o", tmp_path / "x.png", env=env),
                           "model 'lambda_00' is partly downloaded (missing", "tha models fetch lambda_00")
+
+
+def test_a_bad_copy_in_a_local_mirror_is_named_not_retried(mirror, tmp_path):
+    """A tampered file in a local mirror said "run the command again", which cannot help."""
+    root, url = mirror
+    (root / "tiny" / "face_morpher.pt").write_bytes(b"tampered")
+    with pytest.raises(ThaError) as err:
+        hub.fetch_model("tiny", tmp_path / "cache", str(root))
+    message = str(err.value)
+    assert f"the mirror's {root / 'tiny' / 'face_morpher.pt'} did not match its known checksum" in message
+    assert "run the command again" not in message and "replace it with upstream's" in message
+    with pytest.raises(ThaError, match=f"{url}/tiny/face_morpher.pt did not match.*pass another --base-url"):
+        hub.fetch_model("tiny", tmp_path / "cache2", url)
+
+
+def test_models_list_takes_cache_dir_and_refuses_a_cache_that_is_a_file(tmp_path):
+    """`list` had no --cache-dir (fetch has one), and THA_HOME naming a file listed "not downloaded"."""
+    from cli import assert_one_line_error, tha
+
+    (tmp_path / "cache" / "lambda_01").mkdir(parents=True)
+    for name in hub.MODELS["lambda_01"]:
+        (tmp_path / "cache" / "lambda_01" / name).write_text("x")
+    listed = tha("models", "list", "--cache-dir", tmp_path / "cache")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [f"lambda_00\tnot downloaded\t{tmp_path / 'cache' / 'lambda_00'}",
+                                          f"lambda_01\tdownloaded\t{tmp_path / 'cache' / 'lambda_01'}"]
+    (tmp_path / "file").write_text("x")
+    assert_one_line_error(tha("models", "list", env={"THA_HOME": str(tmp_path / "file")}),
+                          f"model cache {tmp_path / 'file' / 'models'} lies under {tmp_path / 'file'}, which is a file",
+                          "--cache-dir", code=2)
+    assert_one_line_error(tha("models", "list", "--cache-dir", tmp_path / "file"), "model cache", "is a file", code=2)

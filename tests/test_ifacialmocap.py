@@ -225,7 +225,7 @@ def test_busy_port_says_pick_another_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
         source = IFacialMocapSource(bind="127.0.0.1", port=busy.getsockname()[1])
-        with pytest.raises(ThaError, match="pick another --port") as caught:
+        with pytest.raises(ThaError, match="pass another --port") as caught:
             source.start()
     assert "--bind" not in str(caught.value)
 
@@ -265,3 +265,47 @@ def test_offscreen_puppet_reports_malformed_packets(tmp_path):
     assert counts, line[0]
     frames, malformed, oversized = map(int, counts.groups())
     assert frames == 0 and malformed > 0 and oversized > 0
+
+
+def test_a_failure_while_handling_a_packet_is_logged_once_and_receiving_goes_on(receiver, caplog):
+    """An exception in handle() killed the receiver thread ("Exception in thread ifacialmocap"):
+    the puppet froze on its last pose and the run still ended with status 0."""
+    source, sender = receiver
+
+    def broken_hook(settings) -> None:
+        raise OSError("disk on fire")
+
+    source.converter.on_calibrated = broken_hook
+    source.calibrate(frames=1)
+    face = FaceState({"jawOpen": 0.5}, (0.0, 0.0, 0.0))
+    sender.sendto(format_packet(face), source.address)  # completes the calibration: the hook raises
+    _wait(lambda: "disk on fire" in source.last_error)
+    _perform(source, sender, face, frames=5)  # counted: the thread is alive
+    assert source._thread is not None and source._thread.is_alive()
+    lines = [r.getMessage() for r in caplog.records if "disk on fire" in r.getMessage()]
+    assert lines == ["iFacialMocap: OSError: disk on fire (still receiving)"]
+
+
+def test_a_calibration_that_cannot_be_saved_is_a_warning_not_a_dead_tracker(tmp_path, caplog):
+    from tha.runtime.puppeteers import load_converter
+
+    profile = tmp_path / "later" / "cal.yaml"
+    converter = load_converter(profile, calibrate=True)  # writable when the run starts ...
+    (tmp_path / "later").write_text("")  # ... a file in the way of its folder by the time faces come
+    for _ in range(15):
+        converter.convert(FaceState({"jawOpen": 0.2}, (1.0, 2.0, 3.0)), 0.0)
+    assert not converter.calibrating and converter.settings.neutral_head == (1.0, 2.0, 3.0)
+    assert any("rest face was not saved" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("profile, problem", [("/proc/cal.yaml", "cannot write in /proc"),
+                                              ("folder", "is a folder; give a YAML file")])
+def test_calibrate_checks_the_profile_it_will_write_before_starting(tmp_path, profile, problem):
+    """`--calibrate --profile /proc/cal.yaml` failed only once faces arrived, on the receiver
+    thread; a folder was called "not found"."""
+    (tmp_path / "folder").mkdir()
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    result = tha("puppet", demo, "--offscreen", "--frames", "1", "--calibrate", "--profile", profile,
+                 "--bind", "127.0.0.1", "--port", "49987", cwd=tmp_path)
+    assert_one_line_error(result, problem, code=2)
+    assert "backend:" not in result.stderr

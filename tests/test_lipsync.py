@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 
 from tha.models.errors import ThaError
-from tha.runtime.lipsync import VOWELS, analyse, analyse_wav, read_wav
+from tha.runtime.lipsync import VOWELS, MouthTrack, analyse, read_wav
 from tha.runtime.sources.animator import MOUTH_SHAPES, Animator, AnimatorSettings
 from tha.models.pose import index_of
 from wav import RATE, write_wav
 from cli import assert_one_line_error, tha
 
 FPS = 25.0
+
+
+def analyse_wav(path: Path) -> MouthTrack:
+    """The mouth track of an audio file at FPS, read as `tha render --audio` reads it."""
+    return analyse(*read_wav(path), FPS)
 
 
 def vowel(formants: tuple[float, float], seconds: float, f0: float = 140.0) -> np.ndarray:
@@ -42,7 +47,7 @@ def frames_between(start: float, end: float) -> slice:
 def test_mouth_shut_in_silence_open_in_tones_and_vowel_shape(tmp_path):
     audio = np.concatenate([silence(0.6), vowel((800, 1200), 0.6), silence(0.6), vowel((300, 2300), 0.6),
                             silence(0.6)])
-    track = analyse_wav(write_wav(tmp_path / "tones.wav", audio), FPS)
+    track = analyse_wav(write_wav(tmp_path / "tones.wav", audio))
     assert len(track) == int(np.ceil(3.0 * FPS)) and track.duration == pytest.approx(3.0, abs=1 / FPS)
     quiet = np.concatenate([track.openness[frames_between(0, 0.55)], track.openness[frames_between(1.55, 1.75)]])  # release has settled
     assert quiet.max() < 0.02
@@ -126,8 +131,8 @@ def test_compressed_audio_gives_the_mouth_track_of_the_wav(tmp_path, name, codec
     the loudness and vowels per frame hardly. Measured: openness within 0.004 of the WAV's
     (bounds 0.01 mean, 0.05 max), vowels agreeing on 97-100% of voiced frames (bound 90%)."""
     audio = two_vowels()
-    wav = analyse_wav(write_wav(tmp_path / "speech.wav", audio), FPS)
-    coded = analyse_wav(encode(tmp_path / name, audio, codec, rate, video), FPS)
+    wav = analyse_wav(write_wav(tmp_path / "speech.wav", audio))
+    coded = analyse_wav(encode(tmp_path / name, audio, codec, rate, video))
     assert len(coded) == len(wav)
     assert np.abs(coded.openness - wav.openness).mean() < 0.01
     assert np.abs(coded.openness - wav.openness).max() < 0.05
@@ -169,7 +174,7 @@ def test_high_rate_audio_is_read_at_48khz_with_the_same_mouth_track(tmp_path):
     from tha.models.limits import AUDIO_RATE_RANGE
 
     audio = two_vowels()
-    original = analyse_wav(write_wav(tmp_path / "speech.wav", audio), FPS)
+    original = analyse_wav(write_wav(tmp_path / "speech.wav", audio))
     samples, rate = read_wav(encode(tmp_path / "speech.flac", audio, "flac", 96000))
     assert rate == 48000 and len(samples) == pytest.approx(len(audio) * 3, abs=64)
     resampled = analyse(samples, rate, FPS)
@@ -229,7 +234,7 @@ def test_audio_past_the_limits_is_refused_before_analysis(tmp_path):
     # FFmpeg itself refuses a 0 Hz header; the 1 Hz and 660 s ones it reads, and the limits refuse.
     for path, needle in ((one_hz, "sample rate of 1 Hz"), (zero_hz, "not an audio file"), (long, "over the limit")):
         with pytest.raises(ThaError, match=needle):
-            analyse_wav(path, FPS)
+            analyse_wav(path)
     with pytest.raises(ThaError, match="fps"):
         analyse(np.zeros(RATE), RATE, 1e6)
     demo = str(Path(__file__).resolve().parents[1] / "configs" / "demo")

@@ -14,7 +14,7 @@ from tha.models.pose import LOWER, UPPER, index_of, neutral_pose
 from tha.runtime.sources.arkit import (
     ArkitConverter, ConverterSettings, FaceState, load_profile, map_face, save_profile)
 from tha.runtime.sources.filters import OneEuroFilter, OneEuroSettings
-from cli import tha
+from cli import assert_one_line_error, tha
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,10 +135,20 @@ def test_profile_round_trip_and_the_shipped_default(tmp_path):
     ("smile_min: high", "smile_min: Value 'high'"),
     ("[1, 2", "not valid YAML"),
     ("[1, 2]", "must be a mapping"),
+    # these three were accepted: NaN poses, a smile that never counts, eyes that never close
+    ("smile_min: .nan", "smile_min nan must be a finite number"),
+    ("smile_min: 0.7\nsmile_max: 0.5", "smile_min 0.7 must be below smile_max 0.5"),
+    ("blink_max: 0", "blink_max 0 must be > 0"),
+    ("neutral_head: [0, .inf, 0]", "neutral_head[1] inf must be a finite number"),
+    ("smoothing: {beta: .nan}", "smoothing.beta nan must be a finite number"),
+    ("folder", "is a folder; give a YAML file"),
 ])
 def test_bad_profiles_are_one_line_errors(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    if text == "folder":
+        path.mkdir()  # it said "not found"
+    else:
+        path.write_text(text)
     with pytest.raises(ThaError) as err:
         load_profile(path)
     assert message in str(err.value) and "\n" not in str(err.value)
@@ -166,11 +176,11 @@ def test_puppet_bad_input_is_one_line(lambda00_dir, tmp_path):
     result = _run_tha("puppet", str(lambda00_dir), "--source", "video")
     assert result.returncode == 2 and result.stderr.strip().startswith("error: --source video needs the video file")
     result = _run_tha("puppet", str(lambda00_dir), "--source", "video", str(tmp_path / "none.mp4"), "--offscreen")
-    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+    assert_one_line_error(result, "video", "not found", code=2)
     # headless, a camera that does not open is an error (a window shows it on the panel instead)
-    result = _run_tha("puppet", str(lambda00_dir), "--source", "webcam", "--camera", "97", "--offscreen",
-                      "--frames", "1")
-    assert result.returncode == 2 and "error: cannot open camera 97; pick another --camera" in result.stderr
+    result = _run_tha("puppet", str(lambda00_dir), "--source", "webcam", "--camera", "63", "--offscreen",
+                      "--frames", "1")  # the highest index --camera takes
+    assert result.returncode == 2 and "error: cannot open camera 63; pick another --camera" in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr  # OpenCV's own log lines included
 
 

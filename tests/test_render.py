@@ -84,14 +84,13 @@ def test_bad_render_input_is_one_line(tmp_path):
     track = tmp_path / "bad.jsonl"
     track.write_text('{"head_y": 0.1}\n{"head_y": oops}\n')
     result = tha("render", str(DEMO), "--poses", str(track), "-o", str(tmp_path / "x.mp4"))
-    assert result.returncode == 2 and result.stderr.startswith("error:") and "bad.jsonl:2" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "x.mp4").exists()
-    result = tha("render", str(DEMO), "-o", str(tmp_path / "x.mp4"))
-    assert result.returncode == 2 and "exactly one of --audio" in result.stderr
+    assert_one_line_error(result, "bad.jsonl:2", code=2)
+    assert result.stderr.startswith("error:") and not (tmp_path / "x.mp4").exists()
+    assert_one_line_error(tha("render", str(DEMO), "-o", str(tmp_path / "x.mp4")), "exactly one of --audio", code=2)
     good = tmp_path / "good.jsonl"
     good.write_text('{"head_y": 0.1}\n')
     result = tha("render", str(DEMO), "--poses", str(good), "-o", str(tmp_path / "x.avi"))
-    assert result.returncode == 2 and "cannot write '.avi'" in result.stderr
+    assert_one_line_error(result, "cannot write '.avi'", code=2)
     (tmp_path / "a_file").write_text("")
     for command in (["render", str(DEMO), "--poses", str(good), "-o"], ["demo", "--offscreen", "--record"]):
         result = tha(*command, str(tmp_path / "a_file/x.mp4"))
@@ -285,3 +284,12 @@ def test_an_interrupted_png_render_leaves_the_old_frames_whole(tmp_path):
             raise KeyboardInterrupt
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["frames"]
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(tmp_path):
+    """`--audio sp.mp4 -o sp.mp4` replaced the user's speech video with a 2-frame clip."""
+    speech = tmp_path / "sp.mp4"
+    speech.write_bytes(b"the user's video")  # refused before it is read, so any bytes do
+    result = tha("render", str(DEMO), "--audio", str(speech), "-o", str(speech))
+    assert_one_line_error(result, "--output", "sp.mp4", "is also this command's input", code=2)
+    assert speech.read_bytes() == b"the user's video"

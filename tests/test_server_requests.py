@@ -12,7 +12,8 @@ import pytest
 
 from tha.models.limits import MAX_JSON_BYTES, MAX_UPLOAD_BYTES
 from tha.runtime.emotions import load_emotions
-from tha.runtime.server import ServeConfig, create_app
+from tha.runtime.live_state import ServeConfig
+from tha.runtime.server import create_app
 from tha.runtime.sources.animator import Animator
 
 pytest.importorskip("httpx")
@@ -195,7 +196,7 @@ def test_students_are_model_directories_or_folders_of_them(tmp_path, caplog):
     import shutil
 
     from tha.models.errors import ThaError
-    from tha.runtime.server import find_students
+    from tha.runtime.live_state import find_students
 
     shutil.copytree(DEMO, tmp_path / "models" / "demo")
     (tmp_path / "empty").mkdir()

@@ -4,6 +4,7 @@ clear errors for bad teacher files, and the ONNX export."""
 from __future__ import annotations
 
 import json
+import re
 import zlib
 
 import numpy as np
@@ -253,3 +254,111 @@ def test_onnx_export_matches_torch(teacher_dir, shared, tmp_path):
         baseline = (nudged[name] - want[name]).abs().mean().item()
         assert ort_err <= 4 * baseline + 1e-4, (name, ort_err, baseline)
     assert np.abs(got["face_morphed_full"] - want["face_morphed_full"].numpy()).mean() < 1e-3
+
+
+def test_random_weights_never_replaces_a_real_teacher_and_checks_its_folder_first(tmp_path):
+    """It replaced upstream's .pt files in an existing folder, and found an unusable DIR only
+    after ~10 s of work, having printed lines as if files were written."""
+    from cli import assert_one_line_error
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "eyebrow_decomposer.pt").write_bytes(b"the user's trained weights")
+    result = run_cli("teacher", "random-weights", real)
+    assert_one_line_error(result, "DIR", str(real), "written_by_tha.txt", "new or empty folder", code=2)
+    assert result.stderr.startswith("error:"), result.stderr  # nothing printed before the refusal
+    assert (real / "eyebrow_decomposer.pt").read_bytes() == b"the user's trained weights"
+    (tmp_path / "text.png").write_text("keep")
+    for target, needle in ((tmp_path / "text.png", "is a file"), ("/proc/t", "cannot write in /proc")):
+        result = run_cli("teacher", "random-weights", target)
+        assert_one_line_error(result, "DIR", needle, code=2)
+        assert result.stderr.startswith("error:"), result.stderr
+
+    ours = tmp_path / "ours"
+    assert run_cli("teacher", "random-weights", ours).returncode == 0
+    assert sorted(p.name for p in ours.iterdir()) == sorted([*(f"{n}.pt" for n in NETWORKS), "written_by_tha.txt"])
+    (ours / "stale.pt").write_bytes(b"x")
+    assert run_cli("teacher", "random-weights", ours).returncode == 0  # one it wrote is replaced whole
+    assert not (ours / "stale.pt").exists() and (ours / "upscaler.pt").is_file()
+
+
+def test_teacher_pose_refuses_image_tensors_that_are_no_image(tmp_path, states):
+    """All-NaN or 100-valued tensors were posed silently; a text .npy got numpy's advice to load
+    it with allow_pickle; a file given as the teacher folder was called missing."""
+    from cli import assert_one_line_error
+
+    from tha.models.teacher import load_teacher_image
+
+    good = np.zeros((4, 512, 512), np.float32)
+    cases = {"nan": (np.full_like(good, np.nan), "NaN or infinite"),
+             "big": (np.full_like(good, 100.0), "[100, 100]")}
+    for name, (array, needle) in cases.items():
+        np.save(tmp_path / f"{name}.npy", array)
+        with pytest.raises(ThaError, match=re.escape(needle)):
+            load_teacher_image(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "edge.npy", np.full_like(good, 1.0 + 1e-4))  # float rounding past 1 is fine
+    assert load_teacher_image(tmp_path / "edge.npy").shape == (4, 512, 512)
+    (tmp_path / "text.npy").write_text("version https://git-lfs.github.com/spec/v1\n")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for name, needle in (("text", "not a NumPy array file"), ("empty", "not a NumPy array file"),
+                         ("objects", "Python objects")):
+        with pytest.raises(ThaError, match=needle) as err:
+            load_teacher_image(tmp_path / f"{name}.npy")
+        assert "allow_pickle" not in str(err.value)
+
+    result = run_cli("teacher", "pose", tmp_path / "text.npy", tmp_path / "nan.npy", "-o", tmp_path / "o.png")
+    assert_one_line_error(result, "teacher directory", "is a file, not a folder", code=2)
+    teacher = write_teacher_directory(tmp_path / "teacher", states)
+    result = run_cli("teacher", "pose", teacher, tmp_path / "nan.npy", "-o", tmp_path / "o.png")
+    assert_one_line_error(result, "nan.npy", "NaN or infinite", code=2)
+    assert not (tmp_path / "o.png").exists()
+
+
+def _tiny_graph(*args, **kwargs):
+    """A valid one-node ONNX graph standing in for the minutes-long trace of the teacher."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("image_out", TensorProto.FLOAT, [1])
+    return helper.make_model(helper.make_graph([helper.make_node("Identity", ["image"], ["image_out"])], "g", [x], [y]),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=onnx.IR_VERSION)
+
+
+def _report(ort_error: float) -> dict:
+    from tha.export.teacher_onnx import OUTPUT_NAMES
+
+    errors = lambda e: {name: {"max_abs": e, "mean_abs": e} for name in OUTPUT_NAMES}  # noqa: E731
+    return {"pose_0": {"ort_vs_torch": errors(ort_error), "torch_nudged_vs_torch": errors(0.0)}}
+
+
+def test_teacher_export_replaces_an_old_export_only_once_verified(teacher_dir, tmp_path, monkeypatch):
+    """teacher.onnx was installed before its verification, so a failed check (or Ctrl+C) left an
+    unverified graph beside the old export.json; a user's non-export folder was written into.
+    The trace (minutes on a CPU) is replaced by a tiny graph; the folder handling is the real one."""
+    import tha.export.teacher_onnx as teacher_onnx
+
+    monkeypatch.setattr(teacher_onnx, "trace", _tiny_graph)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "export.json").write_text("old")
+    (out / "teacher.onnx").write_text("old graph")
+    monkeypatch.setattr(teacher_onnx, "verify", lambda *args: _report(1.0))
+    with pytest.raises(ThaError, match="disagrees with PyTorch.*nothing was written"):
+        teacher_onnx.export_teacher_onnx(teacher_dir, out)
+    assert (out / "teacher.onnx").read_text() == "old graph" and (out / "export.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial folder left
+
+    monkeypatch.setattr(teacher_onnx, "verify", lambda *args: _report(0.0))
+    path = teacher_onnx.export_teacher_onnx(teacher_dir, out)
+    assert path == out / "teacher.onnx" and path.read_bytes().startswith(b"\x08")  # an ONNX protobuf
+    assert json.loads((out / "export.json").read_text())["graph"] == "teacher.onnx"
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    monkeypatch.setattr(teacher_onnx, "load_teacher_poser", lambda *a: pytest.fail("loaded before the check"))
+    with pytest.raises(ThaError, match="not an export"):
+        teacher_onnx.export_teacher_onnx(teacher_dir, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -3,6 +3,7 @@ context, read back with glReadPixels and compared with `tha pose`'s PNG of the s
 from __future__ import annotations
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -205,6 +206,17 @@ def test_pose_actions_reset_save_load(backend, pose, tmp_path, monkeypatch):
         viewer.step()
         assert "not valid JSON" in viewer.readout.message
         np.testing.assert_allclose(source.read(), pose, atol=1e-6)
+        # A wrong-sized or NaN pose from code was a raw numpy ValueError; it is one line, the pose kept.
+        for bad, needle in ((np.zeros(44), "a pose has 45 values, got 44"),
+                            (np.full(45, np.nan), "pose parameter 'eyebrow_troubled_left' is nan")):
+            with pytest.raises(ThaError, match=needle) as caught:
+                viewer.set_pose(bad)
+            assert "\n" not in str(caught.value)
+        np.testing.assert_allclose(source.read(), pose, atol=1e-6)
+        given = neutral_pose()
+        viewer.set_pose(given)
+        given[0] = 1.0  # the caller's array is its own again
+        assert np.array_equal(source.read(), neutral_pose())
 
 
 def test_newest_pose_wins(backend, pose, monkeypatch):
@@ -391,3 +403,33 @@ def test_cuda_frames_reach_gl_through_interop(lambda00, monkeypatch):
     assert (through_interop == through_host).all()
     assert (through_interop[..., :3] != through_interop[0, 0, :3]).any()  # not a blank frame
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_recording_says_it_replaced_the_old_file(tmp_path, stop):
+    """Ctrl+C or SIGTERM keeps the recording so far (on purpose) and it replaces the old file:
+    it did so without the `wrote rec.mp4` a finished run prints."""
+    from cli import THA
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    out = tmp_path / "rec.mp4"
+    out.write_bytes(b"the old recording")
+
+    def default_signals() -> None:  # a background job's child starts with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen([*THA, "view", str(demo), "--offscreen", "--source", "animator", "--backend", "fastcpu",
+                                "--record", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=default_signals)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".rec.mp4.*.tmp")):  # made at the first recorded frame
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.0)  # past the writer's opening, into the recording
+    finally:
+        process.send_signal(stop)
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + stop and "Traceback" not in stderr, stderr
+    assert stdout.splitlines() == [f"wrote {out}"]
+    assert out.read_bytes() != b"the old recording"

@@ -131,7 +131,7 @@ def test_serve_web_serves_files_but_no_directory_listings(tiny_site):
 
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_serve_web_listens_on_an_ipv6_host(tiny_site):
-    from tha.web.serve import host_port
+    from tha.models.net import host_port
 
     assert host_port("::1", 8000) == "[::1]:8000"  # the URL tha serve-web prints (was http://::1:8000/)
     server = _serve(tiny_site, "::1")
@@ -229,7 +229,7 @@ class Page:
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
             let s = ''; for (let i = 0; i < d.length; i += 0x8000) s += String.fromCharCode(...d.subarray(i, i + 0x8000));
             return btoa(s); }""")
-        return np.frombuffer(base64.b64decode(data), np.uint8).reshape(512, 512, 4)
+        return decode_rgba(data)
 
     def off_origin(self) -> list[str]:
         return [u for u in self.requests if not u.startswith(self.origin + "/") and not u.startswith(("data:", "blob:"))]
@@ -244,6 +244,18 @@ def page(playwright, origin, tmp_path_factory):
     p = Page(playwright, origin, tmp_path_factory.mktemp("chromium"), NO_WEBGPU + ("--use-fake-device-for-media-stream",))
     yield p
     p.close()
+
+
+def decode_rgba(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), np.uint8).reshape(512, 512, 4)
+
+
+def tha_pose(model: Path, pose: np.ndarray, tmp_path: Path) -> np.ndarray:
+    """What `tha pose` draws for ``pose``: the reference the page is held to."""
+    (tmp_path / "pose.json").write_text(json.dumps(pose_to_dict(pose)))
+    result = tha("pose", str(model), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "ref.png"))
+    assert result.returncode == 0, result.stderr
+    return load_rgba(tmp_path / "ref.png")
 
 
 def report_fps(capsys, page: Page, what: str) -> None:
@@ -262,12 +274,8 @@ def test_page_loads_falls_back_to_webassembly_and_matches_tha_pose(page, lambda0
     assert page.page.evaluate("() => self.crossOriginIsolated") is True
 
     pose = student_reference["poses"][2].astype(np.float32)
-    (tmp_path / "pose.json").write_text(json.dumps(pose_to_dict(pose)))
-    result = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "ref.png"))
-    assert result.returncode == 0, result.stderr
-    want = load_rgba(tmp_path / "ref.png")
-    got = np.frombuffer(base64.b64decode(page.page.evaluate("(p) => window.tha.render(p)", pose.tolist())),
-                        np.uint8).reshape(512, 512, 4)
+    want = tha_pose(lambda00_dir, pose, tmp_path)
+    got = decode_rgba(page.page.evaluate("(p) => window.tha.render(p)", pose.tolist()))
     parity = rgba_parity("web", got, want, fp16=False)
     assert parity.ok, parity.line()  # within +-1 on >= 99.9% of pixels, transparent ones left out
     assert np.abs(got[..., 3].astype(int) - want[..., 3]).max() <= 1
@@ -278,29 +286,26 @@ def test_page_loads_falls_back_to_webassembly_and_matches_tha_pose(page, lambda0
 
 
 @pytest.mark.slow
-def test_webgpu_adapter_runs_the_fp32_graph(playwright, origin, lambda00_dir, student_reference, tmp_path, capsys):
+def test_webgpu_adapter_runs_the_fp32_graph(playwright, origin, lambda00_dir, tmp_path, capsys):
     """With an adapter the page runs on WebGPU: here Chromium's SwiftShader (Vulkan on the CPU,
-    one frame in a minute or two), which has no shader-f16, so the fp32 graph. WebGPU shader
-    arithmetic is not bit-exact fp32 (measured 50.9 dB against `tha pose`, 98.8% of pixels within
-    one level), so it is held to the fp16 bound."""
+    minutes a frame on 2 cores), which has no shader-f16, so the fp32 graph. The page's first
+    frame (the sliders' neutral pose) is the one checked: a second render would double the
+    test's time. WebGPU shader arithmetic is not bit-exact fp32 (measured 50.5 dB against
+    `tha pose`, 99.0% of pixels within one level), so it is held to the fp16 bound."""
     page = Page(playwright, origin, tmp_path, CPU_WEBGPU, query="?source=sliders", start_s=900)
     try:
         state = page.state()
         assert state["backend"] == "WebGPU (fp32)" and state["source"] == "sliders"
-        pose = student_reference["poses"][2].astype(np.float32)
-        got = np.frombuffer(base64.b64decode(page.page.evaluate("(p) => window.tha.render(p)", pose.tolist())),
-                            np.uint8).reshape(512, 512, 4)
-        (tmp_path / "pose.json").write_text(json.dumps(pose_to_dict(pose)))
-        result = tha("pose", str(lambda00_dir), "--pose-file", str(tmp_path / "pose.json"), "-o", str(tmp_path / "ref.png"))
-        assert result.returncode == 0, result.stderr
-        parity = rgba_parity("webgpu", got, load_rgba(tmp_path / "ref.png"), fp16=True)
-        with capsys.disabled():
-            print(f"\nWebGPU (SwiftShader) against tha pose: {parity.line()}")
-        assert parity.ok, parity.line()
+        drawn = page.page.evaluate("() => window.tha.lastFrame()")
         assert page.errors == [], page.errors
         assert page.off_origin() == [], page.off_origin()
     finally:
         page.close()
+    parity = rgba_parity("webgpu", decode_rgba(drawn["rgba"]),
+                         tha_pose(lambda00_dir, np.array(drawn["pose"], np.float32), tmp_path), fp16=True)
+    with capsys.disabled():
+        print(f"\nWebGPU (SwiftShader) against tha pose: {parity.line()}")
+    assert parity.ok, parity.line()
 
 
 @pytest.mark.slow
@@ -455,9 +460,11 @@ def test_webcam_head_roll_rolls_the_character(playwright, origin, tmp_path, caps
     try:
         page.page.select_option("#source", "webcam")
         page.page.wait_for_function("() => window.tha.state().tracked !== null", timeout=PAGE_START_S * 1000)
+        # Sample until both phases of the 3 s loop were tracked (or a minute passed): on a loaded
+        # CPU FaceMesh can take seconds a frame and see one phase for a while.
         neck = []
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not rolls_like(neck, expected):
             neck.append(page.state()["tracked"][index_of("neck_z")])
             time.sleep(0.1)
         frames = page.state()["frames"]
@@ -469,13 +476,18 @@ def test_webcam_head_roll_rolls_the_character(playwright, origin, tmp_path, caps
         report_fps(capsys, page, "webcam")
     finally:
         page.close()
-    neck = np.array(neck)
-    towards_rolled = np.sign(expected[1] - expected[0])
-    swing = (neck.max() - neck.min())
     assert abs(expected[1] - expected[0]) > 0.5
+    swing = max(neck) - min(neck)
     assert swing > 0.5, f"neck_z only moved {swing:.2f} while the video rolled the head 25 degrees"
-    extreme = neck.max() if towards_rolled > 0 else neck.min()
-    assert abs(extreme - expected[1]) < 0.25, (extreme, expected)
+    assert rolls_like(neck, expected), (neck, expected)
+
+
+def rolls_like(neck: list[float], expected: list[float]) -> bool:
+    """The tracked neck_z swung by more than 0.5 and reached the rolled frame's value (+-0.25)."""
+    if not neck or max(neck) - min(neck) <= 0.5:
+        return False
+    extreme = max(neck) if expected[1] > expected[0] else min(neck)
+    return abs(extreme - expected[1]) < 0.25
 
 
 def test_shared_definition_comes_from_python(site):

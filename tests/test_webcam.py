@@ -1,11 +1,15 @@
 """Webcam/video puppeteering on a real face: skimage's astronaut photo, rotated, as a video."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tha.models.errors import ThaError
 from tha.models.pose import index_of, neutral_pose
+
+DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
 # A head rolling from -15 to +15 degrees in 3-degree steps (skimage rotates counter-clockwise
 # for positive angles); the checks read the -15, 0 and +15 frames.
@@ -109,7 +113,7 @@ def test_a_base_install_without_opencv_says_which_extra(monkeypatch):
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cv2" else real_find_spec(name, *a))
-    with pytest.raises(ThaError, match=r"needs OpenCV and MediaPipe \(not installed: cv2\); `pip install 'tha\[webcam\]'`"):
+    with pytest.raises(ThaError, match=r"needs OpenCV and MediaPipe \(not installed: cv2\); install tha's webcam extra \(`pip install -e '\.\[webcam\]'` in tha's folder\)"):
         CaptureSource(device=97, realtime=False).start()
 
 
@@ -124,3 +128,25 @@ def test_missing_video_and_task_file_are_clear_errors(tmp_path):
     junk.write_bytes(b"not a model")
     with pytest.raises(ThaError, match="not a FaceLandmarker model"):
         LandmarkerTracker(junk)
+
+
+def test_a_file_opencv_opens_but_cannot_read_is_not_a_video(tmp_path):
+    """A text file named .png "opened" and gave "drew 0 frames (video ended)", exit 0."""
+    from cli import assert_one_line_error, tha
+
+    text = tmp_path / "text.png"
+    text.write_text("hello, not an image\n")
+    result = tha("puppet", DEMO, text, "--source", "video", "--offscreen", timeout=120)
+    assert_one_line_error(result, "cannot open video", "text.png", "is it a video file OpenCV can read?", code=2)
+    assert "backend:" not in result.stderr  # said before the model loads
+
+
+@pytest.mark.parametrize("camera, limit", [("-1", "greater than or equal to 0"),
+                                           ("99999999999", "less than or equal to 63")])
+def test_camera_index_is_bounded(camera, limit):
+    """--camera -1 crashed OpenCV (exit 139, no message); a huge index was an overflow traceback."""
+    from cli import assert_one_line_error, tha
+
+    result = tha("puppet", DEMO, "--source", "webcam", f"--camera={camera}", "--offscreen", "--frames", "1",
+                 timeout=120)
+    assert_one_line_error(result, "--camera", limit, code=2)

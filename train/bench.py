@@ -104,9 +104,11 @@ def half_teacher_psnr(config: DistillConfig, count: int = 16) -> dict[str, float
     return out
 
 
-def measure_distill(examples: int = 8, device: str = "auto") -> list[tuple[str, float]]:
+def measure_distill(model_dir: Path | None, examples: int = 8, device: str = "auto") -> list[tuple[str, float]]:
     """Rows of (label, ms per example) for each loop and stage; logs examples/s and the
-    projected hours of upstream's schedule for each loop."""
+    projected hours of upstream's schedule for each loop. ``model_dir`` is not read (the
+    students are trained here from the teacher); it is taken so that every `tha bench` extra
+    is called alike (``tha.runtime.bench.EXTRA_MEASURES``)."""
     cuda = resolve_device(device).type == "cuda"
     batch = 8 if cuda else 2
     rows = []

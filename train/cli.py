@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import shlex
+import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, List
+from typing import TYPE_CHECKING, Iterator, List
 
 import typer
 
@@ -46,11 +48,37 @@ def run(
 
     config = load_config(config_path, set_)  # fail fast, before any worker starts
     try:
-        model_dir = _run(config_path, config, resume, nproc, set_)
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            model_dir = _run(config_path, config, resume, nproc, set_)
+    except KeyboardInterrupt as stop:
         typer.echo(_interrupted(config_path, config, nproc, set_), err=True)
-        raise typer.Exit(130) from None  # the shell's code for a Ctrl+C
+        # the shell's codes for a Ctrl+C (128 + SIGINT) and for a `kill` (128 + SIGTERM)
+        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     typer.echo(f"done: {model_dir}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler's stop), raised where Ctrl+C's KeyboardInterrupt is, so a
+    stopped run unwinds the same way and says how to resume."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves as SIGINT while the run lasts (tha's own handler would exit without the
+    resume line); a SIGTERM the caller chose to ignore stays ignored."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(config_path: Path, config: DistillConfig, resume: bool, nproc: int, set_: List[str]) -> Path:
@@ -70,7 +98,7 @@ def _run(config_path: Path, config: DistillConfig, resume: bool, nproc: int, set
 
 
 def _interrupted(config_path: Path, config: DistillConfig, nproc: int, set_: List[str]) -> str:
-    """What a Ctrl+C leaves: the snapshot to resume from and the command that does, or that
+    """What a Ctrl+C (or SIGTERM) leaves: the snapshot to resume from and the command that does, or that
     there is none yet."""
     from tha.train.snapshot import SNAPSHOT
 

@@ -5,6 +5,7 @@ Defaults are the SPEC's upstream schedule; every number can be overridden in the
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -231,15 +232,16 @@ def _check_rates(config: DistillConfig, label: str) -> None:
     rates = {"face.learning_rate": config.face.learning_rate,
              **{f"face.lr_drop_factor[{i}]": f for i, f in enumerate(config.face.lr_drop_factor)},
              **{f"body.phases[{i}].learning_rate": p.learning_rate for i, p in enumerate(config.body.phases)}}
+    # math.isfinite: inf passes `> 0` and trains a NaN student (lr=inf), or stops it (drop=inf)
     for name, value in rates.items():
-        if not value > 0:
-            raise ThaError(f"{label}: {name} = {value} must be positive")
+        if not (value > 0 and math.isfinite(value)):
+            raise ThaError(f"{label}: {name} = {value} must be positive and finite")
     weights = {"face.mask_weight": config.face.mask_weight,
                **{f"body.phases[{i}].{term}": getattr(p, term) for i, p in enumerate(config.body.phases)
                   for term in ("blended", "warped", "grid_change", "color_change")}}
     for name, value in weights.items():
-        if not value >= 0:
-            raise ThaError(f"{label}: {name} = {value} is a loss weight; give 0 or more")
+        if not (value >= 0 and math.isfinite(value)):
+            raise ThaError(f"{label}: {name} = {value} is a loss weight; give a finite 0 or more")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> DistillConfig:

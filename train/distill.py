@@ -27,7 +27,7 @@ from tha.models.errors import ThaError
 from tha.models.files import check_output_dir, sha256_file
 from tha.models.image import rgba_to_tensor
 from tha.models.pose import FACE_SLICE
-from tha.models.poser import FACE_COLS, FACE_ROWS, paste_face
+from tha.models.poser import FACE_COLS, FACE_ROWS, StudentPoser
 from tha.models.student import BodyMorpher, BodyMorpherConfig, FaceMorpher, FaceMorpherConfig, position_grid
 from tha.train.buffer import ExampleBuffer, draw_order, gather
 from tha.train.config import DistillConfig, config_yaml
@@ -64,6 +64,21 @@ def body_config(config: DistillConfig, resolution: int = 512) -> BodyMorpherConf
     sizes = tuple((512 >> (levels - 1 - i)) * resolution // 512 for i in range(levels))
     return BodyMorpherConfig(level_sizes=sizes, level_channels=tuple(s.level_channels),
                              sine_layers_per_level=s.sine_layers_per_level)
+
+
+def full_face(config: DistillConfig, trained: nn.Module) -> FaceMorpher:
+    """A 128x128 face morpher with ``trained``'s weights: the stage may train at a lower
+    resolution; samples, PSNR and the saved model are at full size."""
+    face = FaceMorpher(face_config(config)).to(_device(trained))
+    face.load_state_dict(_unwrap(trained).state_dict())
+    return face
+
+
+def full_body(config: DistillConfig, trained: nn.Module) -> BodyMorpher:
+    """A 512x512 body morpher with ``trained``'s weights (see `full_face`)."""
+    body = BodyMorpher(body_config(config)).to(_device(trained))
+    body.load_state_dict(_unwrap(trained).state_dict())
+    return body
 
 
 def _shrink(x: Tensor | None, size: int) -> Tensor | None:
@@ -208,20 +223,15 @@ class Distiller:
     # --- held-out evaluation at full size --------------------------------------------------
     @torch.no_grad()
     def evaluate_face(self, module: nn.Module, pose: Tensor):
-        full = FaceMorpher(face_config(self.config)).to(self.world.device)
-        full.load_state_dict(_unwrap(module).state_dict())
+        student = full_face(self.config, module)
         teacher = self._teach(self.teacher.face_target, pose).float()
-        return teacher, full(pose[:, FACE_SLICE])
+        return teacher, student(pose[:, FACE_SLICE])
 
     @torch.no_grad()
     def evaluate_body(self, module: nn.Module, pose: Tensor):
-        full = BodyMorpher(body_config(self.config)).to(self.world.device)
-        full.load_state_dict(_unwrap(module).state_dict())
-        face = FaceMorpher(face_config(self.config)).to(self.world.device)
-        face.load_state_dict(self.face.state_dict())
+        student = StudentPoser(full_face(self.config, self.face), full_body(self.config, module))
         teacher = self._teach(self.teacher.body_targets, pose).image.float()
-        student = full(paste_face(self.image, face(pose[:, FACE_SLICE])), pose).blended_image
-        return teacher, student
+        return teacher, student.pose(self.image, pose)
 
     def stages(self) -> list[Stage]:
         c = self.config
@@ -261,10 +271,7 @@ class Distiller:
             snapshot = None
         model_dir = self.output / MODEL_DIR
         if self.world.main:
-            face = FaceMorpher(face_config(self.config))
-            face.load_state_dict(self.face.state_dict())
-            body = BodyMorpher(body_config(self.config))
-            body.load_state_dict(self.body.state_dict())
+            face, body = full_face(self.config, self.face), full_body(self.config, self.body)
             CharacterModel(self.rgba, face.cpu(), body.cpu()).save(model_dir)
             writer.close()
         return model_dir
@@ -519,7 +526,7 @@ def fresh_module(stage: Stage) -> nn.Module:
     output layer is zeroed: it starts as the unposed image (no warp, no blend) and learns the
     change, instead of first unlearning a random warp."""
     torch.manual_seed(stage.seed_1)
-    module = type(stage.module)(stage.module.config).to(next(stage.module.parameters()).device)
+    module = type(stage.module)(stage.module.config).to(_device(stage.module))
     if isinstance(module, BodyMorpher):
         with torch.no_grad():
             module.last_linear.weight.zero_()
@@ -568,6 +575,10 @@ def _wrap(module: nn.Module, world: World) -> nn.Module:
 
 def _unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def _autocast(precision: str, device: torch.device):

@@ -83,15 +83,19 @@ def _teacher(teacher: str) -> str:
 
 def init_run(image: Path, mask: Path, directory: Path, teacher: str) -> Path:
     """Check the inputs, write DIR/preview.png and DIR/config.yaml; return the config path."""
+    if directory.suffix.lower() in (".yaml", ".yml"):  # it would become a folder named config.yaml
+        raise ThaError(f"-o {directory} names a YAML file, but -o is the run's folder (config.yaml and "
+                       f"preview.png are written in it); give e.g. -o {directory.parent}")
     check_output_dir(directory, "-o")
-    config = directory / "config.yaml"
-    if config.exists():
-        raise ThaError(f"{config} already exists; choose another -o folder or delete it first")
+    config, preview_png = directory / "config.yaml", directory / "preview.png"
+    for path in (config, preview_png):  # both are the user's once written: neither is replaced
+        if path.exists():
+            raise ThaError(f"{path} already exists; choose another -o folder or delete it first")
     teacher = _teacher(teacher)
     rgba = load_character(image)
     face = load_face_mask(mask)
     directory.mkdir(parents=True, exist_ok=True)
-    save_png(directory / "preview.png", preview(rgba, face))
+    save_png(preview_png, preview(rgba, face))
     seeds = [secrets.randbits(64) for _ in range(4)]
     atomic_write_text(config, CONFIG_TEMPLATE.format(
         name=image.stem, config=config, prefix="output", image=_quoted(image.resolve()), mask=_quoted(mask.resolve()),

@@ -17,8 +17,13 @@ SIZE = 512
 MASK_MODES = ("RGB", "RGBA", "L", "1", "P")
 
 
+# What each input must be, for the fix in open_png's errors (a mask is no RGBA character).
+WANTED = {"character image": "a 512x512 RGBA PNG with a transparent background",
+          "face mask": "a 512x512 RGB PNG of 0 and 255 values (white = face)"}
+
+
 def _open(path: Path, what: str) -> Image.Image:
-    image = open_png(path, f"{what} {path}")
+    image = open_png(path, f"{what} {path}", WANTED[what])
     if image.size != (SIZE, SIZE):
         raise ThaError(f"{what} {path} is {image.width}x{image.height}; it must be exactly "
                        f"{SIZE}x{SIZE} (the face box is fixed in pixels)")

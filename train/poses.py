@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tha.models.errors import ThaError, short_reason
-from tha.models.pose import POSE_GROUPS, POSE_PARAMETERS, Category, index_of
+from tha.models.checkpoint import load_torch_file
+from tha.models.errors import ThaError
+from tha.models.pose import LOWER, POSE_GROUPS, POSE_PARAMETERS, POSE_SIZE, UPPER, Category, index_of
 
-NUM_POSE = len(POSE_PARAMETERS)
-LOWER = torch.tensor([p.group.lower for p in POSE_PARAMETERS], dtype=torch.float64)
-UPPER = torch.tensor([p.group.upper for p in POSE_PARAMETERS], dtype=torch.float64)
+# float64, as poses are drawn (then rounded to float32 once)
+LOWER_64, UPPER_64 = torch.from_numpy(LOWER).double(), torch.from_numpy(UPPER).double()
 # Like upstream's manual posers, each of these categories shows one group at a time.
 ONE_OF = (Category.EYEBROW, Category.EYE, Category.MOUTH)
 ACTIVE = 0.7  # chance that a category (or iris_small) is in use in a drawn pose
@@ -37,16 +37,16 @@ class PoseSampler:
                        (Category.IRIS_ROTATION, Category.FACE_ROTATION, Category.BODY_ROTATION, Category.BREATHING)]
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        u = torch.rand(n, NUM_POSE, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, POSE_SIZE, generator=generator, dtype=torch.float64)
         on = torch.rand(n, len(self.choices) + 1, generator=generator, dtype=torch.float64) < ACTIVE
-        keep = torch.zeros(n, NUM_POSE, dtype=torch.bool)
+        keep = torch.zeros(n, POSE_SIZE, dtype=torch.bool)
         for c, groups in enumerate(self.choices):
             pick = torch.randint(len(groups), (n,), generator=generator)
             for row in torch.nonzero(on[:, c]).flatten().tolist():
                 keep[row, groups[pick[row]]] = True
         keep[:, self.iris] = on[:, -1:]
         keep[:, self.always] = True
-        pose = LOWER + (UPPER - LOWER) * u
+        pose = LOWER_64 + (UPPER_64 - LOWER_64) * u
         return torch.where(keep, pose, torch.zeros_like(pose)).float()
 
 
@@ -120,15 +120,12 @@ def load_pose_dataset(path: Path) -> PoseDataset:
     """Read upstream's ``pose_dataset.pt`` (weights_only): a tensor, or a dict holding one."""
     if not path.is_file():
         raise ThaError(f"pose dataset {path} does not exist; set `poses: sampler` to draw poses instead")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file; all mean the same here
-        raise ThaError(f"{path} is not a readable pose tensor file ({short_reason(err)})") from None
+    data = load_torch_file(path, "pose tensor file", "save an (M,45) tensor with torch.save, or set `poses: sampler`")
     if isinstance(data, dict):
         data = next((v for v in data.values() if isinstance(v, Tensor)), None)
-    if not isinstance(data, Tensor) or data.dim() != 2 or data.shape[1] != NUM_POSE:
+    if not isinstance(data, Tensor) or data.dim() != 2 or data.shape[1] != POSE_SIZE:
         shape = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
-        raise ThaError(f"{path} holds {shape}, not an (M,{NUM_POSE}) pose tensor")
+        raise ThaError(f"{path} holds {shape}, not an (M,{POSE_SIZE}) pose tensor")
     return PoseDataset(data)
 
 

@@ -3,14 +3,13 @@ optimizer, pose-generator and global RNG state, counters, loss history), written
 so a kill mid-write leaves the previous snapshot intact."""
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tha.models.errors import ThaError, short_reason
+from tha.models.checkpoint import load_torch_file
+from tha.models.errors import ThaError
 from tha.models.files import atomic_path
 
 SNAPSHOT = "snapshot.pt"
@@ -31,11 +30,7 @@ def load_snapshot(directory: Path) -> dict[str, Any] | None:
     path = directory / SNAPSHOT
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
-        raise ThaError(f"snapshot {path} cannot be read ({short_reason(err)}); "
-                       "delete it to start over") from None
+    state = load_torch_file(path, "tha distill snapshot", "delete it to start over")
     check_snapshot(path, state)
     return state
 

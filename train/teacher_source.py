@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tha.models.errors import ThaError
-from tha.models.poser import Poser, paste_face
+from tha.models.poser import Poser
 from tha.models.rig_teacher import FACE_IN_CROP
 
 TEACHER_FILES = ("eyebrow_decomposer.pt", "eyebrow_morphing_combiner.pt", "face_morpher.pt",
@@ -40,25 +40,8 @@ class DistillTeacher:
     @torch.no_grad()
     def body_targets(self, image: Tensor, pose: Tensor) -> BodyTargets:
         stages = self.full.stages(image, pose)
-        full = stages.get("face_morphed_full")
-        if full is None:  # a student teacher: its face patch pasted into the character
-            full = paste_face(image, stages["face_morpher_output"])
-        return BodyTargets(full, stages["image"], stages.get("warped_image"), stages.get("grid_change"))
-
-
-class _StudentTeacher(torch.nn.Module):
-    """A StudentPoser as a teacher; the face-only view skips the body pass."""
-
-    def __init__(self, poser, face_only: bool):
-        super().__init__()
-        self.poser, self.face_only = poser, face_only
-
-    @torch.no_grad()
-    def stages(self, image: Tensor, pose: Tensor) -> dict[str, Tensor]:
-        if self.face_only:
-            face = self.poser.face_morpher
-            return {"face_morpher_output": face(pose[:, :face.config.pose_size])}
-        return self.poser.stages(image, pose)
+        return BodyTargets(stages["face_morphed_full"], stages["image"], stages.get("warped_image"),
+                           stages.get("grid_change"))
 
 
 def open_teacher(source: str, resolve, device: torch.device, dtype: torch.dtype) -> DistillTeacher:
@@ -81,7 +64,8 @@ def open_teacher(source: str, resolve, device: torch.device, dtype: torch.dtype)
         from tha.models.poser import StudentPoser
 
         poser = StudentPoser.from_model(load_character_model(path)).to(device, dtype)
-        return DistillTeacher(_StudentTeacher(poser, True), _StudentTeacher(poser, False), "student")
+        face = StudentPoser(poser.face_morpher, poser.body_morpher, face_only=True)
+        return DistillTeacher(face, poser, "student")
     raise ThaError(f"teacher {source!r} is neither `rig`, a directory with upstream's "
                    f"{', '.join(TEACHER_FILES)}, nor a character model directory")
 

@@ -4,6 +4,7 @@ frame at a time); ``run_viewer`` is the loop behind `tha view`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,19 @@ class Viewer:
     """One open viewer. Use as a context manager; call ``step()`` once per displayed frame."""
 
     def __init__(self, backend: Backend, source: PoseSource, *, offscreen: bool = False, overlay: bool = True,
-                 title: str = "tha", size: tuple[int, int] = DEFAULT_SIZE, record: Path | None = None,
-                 fps: float = 30.0, screenshot_dir: Path | None = None, interpolate: bool = True,
-                 max_frames: int | None = None):
+                 title: str = "tha", record: Path | None = None, fps: float = 30.0, interpolate: bool = True,
+                 max_frames: int | None = None, on_recorded: Callable[[Path], None] | None = None):
         from tha.viewer.canvas import BACKGROUNDS, Canvas
         from tha.viewer.overlay import Overlay, Readout
 
         if offscreen:
             from tha.viewer.offscreen import Offscreen
 
-            self.surface = Offscreen(size)
+            self.surface = Offscreen(DEFAULT_SIZE)
         else:
             from tha.viewer.window import Window
 
-            self.surface = Window(size, title)
+            self.surface = Window(DEFAULT_SIZE, title)
         try:
             self.canvas = Canvas()
             self.overlay = Overlay(None if offscreen else self.surface.handle)
@@ -57,8 +57,9 @@ class Viewer:
         self.readout = Readout(backend=backend.name + blended, source=source.name)
         self.record, self.fps, self.max_frames = record, fps, max_frames
         self.writer = None
+        self.on_recorded = on_recorded  # called once the recording is in place, however the run ends
         self._record_start: float | None = None  # the clock when the first frame was recorded
-        self.screenshot_dir = Path.cwd() if screenshot_dir is None else Path(screenshot_dir)
+        self.screenshot_dir = Path.cwd()  # where S saves; tests point it elsewhere
         self.last_screenshot: Path | None = None
         self.frames = 0  # frames drawn that show a rendered character
         self._shown = None  # the Rendered in the texture (its frame feeds recordings that keep alpha)
@@ -78,8 +79,12 @@ class Viewer:
         self.render_loop.stop()
         self.source.close()
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            writer.close()
+            # also on Ctrl+C or SIGTERM: the recording so far replaces the old file, on purpose,
+            # and the user must hear that it did
+            if self.on_recorded is not None:
+                self.on_recorded(self.record)
         self.overlay.close()
         self.canvas.close()
         self.surface.close()
@@ -291,13 +296,13 @@ class Viewer:
 
 def run_viewer(backend: Backend, source: PoseSource, *, offscreen: bool = False, max_frames: int | None = None,
                record: Path | None = None, fps: float = 30.0, overlay: bool = True, title: str = "tha",
-               interpolate: bool = True) -> None:
+               interpolate: bool = True, on_recorded: Callable[[Path], None] | None = None) -> None:
     """Show ``backend``'s frames for ``source``'s poses until the window closes or
     ``max_frames`` frames showing the character were drawn. Headless or recording runs are
     paced at ``fps``; a window follows the display (capped at 120 Hz where vsync is absent)."""
     period = 1.0 / fps if (offscreen or record is not None) else 1.0 / 120.0
     with Viewer(backend, source, offscreen=offscreen, overlay=overlay, title=title, record=record, fps=fps,
-                interpolate=interpolate, max_frames=max_frames) as viewer:
+                interpolate=interpolate, max_frames=max_frames, on_recorded=on_recorded) as viewer:
         next_time = time.perf_counter()
         while not viewer.done:
             viewer.step()

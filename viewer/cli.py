@@ -25,6 +25,11 @@ VIEW_HELP = (
 OFFSCREEN_HELP = "No window: draw in a headless EGL context (servers, CI, recordings)."
 
 
+def _say_wrote(path: Path) -> None:
+    """The viewer's recording is in place (also after Ctrl+C or SIGTERM, which keep it)."""
+    typer.echo(f"wrote {path}")
+
+
 def _require_display_unless(offscreen: bool) -> None:
     """Fail with one line before any model loads when a window is wanted and there is no display."""
     if not offscreen:
@@ -58,9 +63,7 @@ def demo(
     _require_display_unless(offscreen)
     with open_backend(backend.value, DEMO_MODEL_DIR, device, precision_name(precision)) as engine:
         run_viewer(engine, source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
-                   title="tha demo", interpolate=interpolate)
-    if record is not None:
-        typer.echo(f"wrote {record}")
+                   title="tha demo", interpolate=interpolate, on_recorded=_say_wrote)
 
 
 class ViewSource(str, Enum):
@@ -93,9 +96,8 @@ def view(
     pose_source = Animator() if source is ViewSource.animator else SliderSource()
     with open_backend(backend.value, resolve_model(model_dir), device, precision_name(precision)) as engine:
         run_viewer(engine, pose_source, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
-                   overlay=not no_overlay, title=f"tha - {Path(model_dir).name}", interpolate=interpolate)
-    if record is not None:
-        typer.echo(f"wrote {record}")
+                   overlay=not no_overlay, title=f"tha - {Path(model_dir).name}", interpolate=interpolate,
+                   on_recorded=_say_wrote)
 
 
 def _video_poses(source, frames: int | None):
@@ -115,7 +117,9 @@ def puppet(
                              "interfaces, so the phone can reach it; give this computer's LAN address "
                              "to listen on one network only."),
     port: int = typer.Option(49983, "--port", min=1, max=65535, help="iFacialMocap: UDP port to listen on."),
-    camera: int = typer.Option(0, "--camera", help="Webcam: device index."),
+    # Bounded: OpenCV segfaults on a negative index (exit 139, no message) and raises an overflow
+    # traceback on a huge one; 63 is far more cameras than a machine has.
+    camera: int = typer.Option(0, "--camera", min=0, max=63, help="Webcam: device index (0 is the first)."),
     face_landmarker: Optional[Path] = typer.Option(
         None, "--face-landmarker", help="Webcam/video: a MediaPipe FaceLandmarker .task file (52 blend shapes)."),
     profile: Optional[Path] = typer.Option(None, "--profile", help="YAML converter profile (configs/puppet_profile.yaml)."),
@@ -145,8 +149,9 @@ def puppet(
     # Headless video renders frame by frame; in a window it plays in real time.
     driver = make_puppeteer(source, load_converter(profile, calibrate), bind=bind, port=port, phone=phone,
                             camera=camera, face_landmarker=face_landmarker, video=video, realtime=not offscreen)
-    if offscreen and source is Puppeteer.webcam:
-        # a window shows "no camera" on its panel; a headless run has nobody to show it to
+    if offscreen and source is not Puppeteer.ifacialmocap:
+        # a window shows "no camera" on its panel; a headless run has nobody to show it to. A
+        # file that is no video is refused here (by start), before the model loads.
         driver.start()
         if not driver.opened:
             driver.close()
@@ -170,11 +175,9 @@ def puppet(
         from tha.viewer.app import run_viewer
 
         run_viewer(engine, driver, offscreen=offscreen, max_frames=frames, record=record, fps=fps,
-                   title=f"tha puppet: {source.value}")
+                   title=f"tha puppet: {source.value}", on_recorded=_say_wrote)
         if offscreen:  # no overlay shows the source's counters: say them once at the end
             print(f"{source.value}: {driver.status}")
-    if record is not None:
-        typer.echo(f"wrote {record}")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,19 +6,7 @@ a backend hands over a CUDA frame."""
 from __future__ import annotations
 
 from tha.models.errors import ThaError
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime  # cuda-python >= 12.6
-        return runtime
-    except ImportError:
-        pass
-    try:
-        from cuda import cudart  # older cuda-python
-        return cudart
-    except ImportError:
-        raise ThaError("the frame is on the GPU but cuda-python is missing; pip install 'tha[gpu]'") from None
+from tha.runtime.backends.cudart import cudart
 
 
 def _check(result, what: str):
@@ -35,7 +23,7 @@ class TextureInterop:
     def __init__(self, texture: int, size: tuple[int, int]):
         from OpenGL import GL
 
-        self.cudart = _cudart()
+        self.cudart = cudart()
         self.size = size
         flags = self.cudart.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsWriteDiscard
         self.resource = _check(self.cudart.cudaGraphicsGLRegisterImage(int(texture), GL.GL_TEXTURE_2D, int(flags)),

@@ -1,12 +1,14 @@
 // The page: loads tha.json and the student graph, runs it with ONNX Runtime Web (WebGPU, or
 // WebAssembly), and draws each frame. Pose sources: sliders, the idle animator, the webcam.
 //
-// Test hook (documented in the README): window.tha.ready resolves once the first frame is
+// Test hook (for tests and embedders): window.tha.ready resolves once the first frame is
 // drawn; window.tha.render(pose45) resolves to the model's RGBA output (base64, 512x512x4)
-// for that pose; window.tha.setPose(pose45) shows it with the sliders; window.tha.state()
-// gives {backend, source, fps, frames, message, pose, tracked}; window.tha.posesFromLandmarks(...)
-// runs the webcam conversion (and One Euro smoothing) on given landmarks. URL parameters:
-// ?source=sliders starts on the sliders (still until moved), ?backend=wasm skips WebGPU.
+// for that pose; window.tha.lastFrame() gives the drawn frame's {pose, rgba} (the canvas holds
+// premultiplied alpha, so reading it back would lose precision); window.tha.setPose(pose45)
+// shows a pose with the sliders; window.tha.state() gives {backend, source, fps, frames,
+// message, pose, tracked}; window.tha.posesFromLandmarks(...) runs the webcam conversion (and
+// One Euro smoothing) on given landmarks. URL parameters: ?source=sliders starts on the
+// sliders (still until moved), ?backend=wasm skips WebGPU.
 import * as ort from './vendor/ort/ort.webgpu.min.mjs';
 import { Puppet } from './puppet.js';
 
@@ -361,6 +363,7 @@ async function main() {
     ready,
     state: () => ({ ...state }),
     render: async (pose) => toBase64(await exclusive(() => infer(pose))),
+    lastFrame: () => ({ pose: state.pose, rgba: toBase64(image.data) }),
     setPose: (pose) => { manual = Float32Array.from(pose); refreshSliders(); setSource('sliders'); },
     // frames: [[landmarks, t seconds], ...] through one puppet (One Euro smoothed when t is given).
     posesFromLandmarks: (frames, width, height) => {

@@ -14,16 +14,13 @@ def serve_web(
     """Serve an exported web page on localhost.
 
     Cross-origin isolated (COOP/COEP), so WebAssembly runs threaded."""
-    from tha.web.serve import host_port, make_server
+    from tha.web.serve import make_server, serve_until_stopped, site_url
 
     server = make_server(site, host, port)
-    typer.echo(f"serving {site} at http://{host_port(host, server.server_address[1])}/ (Ctrl+C stops)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    typer.echo(f"serving {site} at {site_url(host, server)} (Ctrl+C stops)")
+    signum = serve_until_stopped(server)
+    typer.echo("stopped")
+    raise typer.Exit(128 + signum)  # as `tha serve` and every tha command end on a signal
 
 
 def register(app: typer.Typer) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
+import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tha.models.errors import ThaError, foreign_address
+from tha.models.errors import ThaError
+from tha.models.net import address_family, host_port, listen_error
 
 ISOLATION_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -45,34 +48,76 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
         pass  # a page load is ~20 requests; the terminal stays readable
 
 
+# What marks an exported page, as tha.web.build.SITE_FILE (not imported: that module loads torch).
+SITE_FILE = "tha.json"
+EXPORT_HINT = "export a page with `tha export MODEL --web OUT`, then `tha serve-web OUT`"
+
+
+def check_site(site: Path) -> None:
+    """Refuse, naming what ``site`` is instead, a path that is not a page `tha export --web`
+    wrote, and a site whose tha.json does not parse (the page would fail in the browser)."""
+    from tha.models.files import read_json
+
+    if not site.exists():
+        raise ThaError(f"{site} does not exist; {EXPORT_HINT}")
+    if not site.is_dir():
+        raise ThaError(f"{site} is a file, not an exported site (a folder); {EXPORT_HINT}")
+    if not (site / "index.html").is_file() or not (site / SITE_FILE).is_file():
+        from tha.models.character import MODEL_FILE  # loads torch: only on this path
+
+        if (site / MODEL_FILE).is_file():
+            raise ThaError(f"{site} is a character model, not an exported site; export its page with "
+                           f"`tha export {site} --web OUT`, then `tha serve-web OUT`")
+        # an empty folder can take the export itself; any other would be refused by it
+        hint = (f"export a page into it with `tha export MODEL --web {site}`, then `tha serve-web {site}`"
+                if not any(site.iterdir()) else EXPORT_HINT)
+        raise ThaError(f"{site} is not an exported site (no index.html and {SITE_FILE}); {hint}")
+    try:
+        definition = read_json(site / SITE_FILE, "site file")
+    except ThaError as err:
+        raise ThaError(f"{err}; export the page again with `tha export MODEL --web {site}`") from None
+    if not isinstance(definition, dict):
+        raise ThaError(f"site file {site / SITE_FILE} is not a JSON object; export the page again with "
+                       f"`tha export MODEL --web {site}`")
+
+
 def make_server(site: Path, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """A server for ``site`` (not yet serving: call ``serve_forever``); port 0 picks a free one."""
-    if not (site / "index.html").is_file() or not (site / "tha.json").is_file():
-        raise ThaError(f"{site} is not an exported site (no index.html and tha.json); "
-                       f"run `tha export MODEL --web {site}` first")
+    check_site(site)
     try:
         server_class = _server_class(host, port)
         return server_class((host, port), functools.partial(IsolatedHandler, directory=str(site)))
     except OSError as err:
-        raise _listen_error(err, host, port) from None
+        raise listen_error(err, host, port) from None
 
 
 def _server_class(host: str, port: int) -> type[ThreadingHTTPServer]:
     """ThreadingHTTPServer with the address family of ``host`` (IPv6 for ``::1``; raises gaierror)."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    family = address_family(host, port, socket.SOCK_STREAM)
     return type("IsolatedServer", (ThreadingHTTPServer,), {"address_family": family})
 
 
-def host_port(host: str, port: int) -> str:
-    """``host:port`` as a URL writes it (an IPv6 address in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def site_url(host: str, server: ThreadingHTTPServer) -> str:
+    """The page's address: ``host`` as given, with the port the server got (--port 0 picks one)."""
+    return f"http://{host_port(host, server.server_address[1])}/"
 
 
-def _listen_error(err: OSError, host: str, port: int) -> ThaError:
-    """One line that names the cause: a busy port, or a --host this machine cannot listen on."""
-    shown = host_port(host, port)
-    reason = err.strerror or str(err)
-    if foreign_address(err):
-        return ThaError(f"cannot listen on {shown} ({reason}); --host {host} is not an address of this machine: "
-                        "give one such as 127.0.0.1")
-    return ThaError(f"cannot listen on {shown} ({reason}); pass another --port")
+def serve_until_stopped(server: ThreadingHTTPServer) -> int:
+    """Serve until SIGINT or SIGTERM, then close the server; the signal's number, so that the
+    command can say it stopped and exit 128 + the signal, as `tha serve` does. The signal stops
+    the loop between requests instead of raising inside it."""
+    received: list[int] = []
+
+    def stop(signum: int, frame) -> None:
+        received.append(signum)
+        # shutdown() waits for serve_forever to return, and this handler runs in its thread
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.server_close()
+    return received[0]

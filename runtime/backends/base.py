@@ -80,13 +80,13 @@ class Backend(ABC):
 
 
 class FaceCache:
-    """Keeps the face's result (the frame path keeps the face-pasted image) while pose[0:39] is
-    unchanged: head turns and breathing then cost only the body morpher."""
+    """Keeps the face's result (the frame path keeps the face-pasted image) while the face pose,
+    pose[:face_pose_size], is unchanged: head turns and breathing then cost only the body morpher."""
 
-    def __init__(self, face_pose_size: int = 39):
+    def __init__(self, face_pose_size: int):
         self.face_pose_size = face_pose_size
         self._key: bytes | None = None
-        self._patch = None
+        self._kept = None  # compute's result for the face pose in _key
         self.hits = 0
         self.misses = 0
 
@@ -105,8 +105,8 @@ class FaceCache:
         """The result for ``pose``: ``compute(pose)`` on a miss, the kept one otherwise."""
         if self.changed(pose):
             try:
-                self._patch = compute(pose)
+                self._kept = compute(pose)
             except BaseException:
-                self._key = None  # never pair this face pose with the previous patch
+                self._key = None  # never pair this face pose with the previous result
                 raise
-        return self._patch
+        return self._kept

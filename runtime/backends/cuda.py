@@ -22,34 +22,12 @@ from torch import Tensor
 from tha.export.folded import FoldedBody, FoldedFace, fp16_gemms, per_sample
 from tha.models.character import CharacterModel
 from tha.models.errors import ThaError
-from tha.models.pose import check_pose
-from tha.runtime.backends.base import Backend, FaceCache, Frame, check_poses
-from tha.runtime.renderer import PRECISIONS
 from tha.models.image import rgba8
+from tha.models.pose import POSE_SIZE, check_pose
 from tha.models.poser import paste_face
-
-@contextmanager
-def precise_matmuls() -> Iterator[None]:
-    """Inside this block only: no TF32 (PyTorch lets cuDNN use it by default, which put 1.95% of
-    alpha>0 pixels more than one level off on an H100) and fp16 GEMMs reduce in fp32 (cuBLAS may
-    otherwise split K with fp16 partial sums). The caller's settings come back."""
-    matmul = torch.backends.cuda.matmul
-    saved = matmul.allow_tf32, torch.backends.cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction
-    matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    matmul.allow_fp16_reduced_precision_reduction = False
-    try:
-        yield
-    finally:
-        matmul.allow_tf32, torch.backends.cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction = saved
-
-
-def require_cuda(backend: str) -> None:
-    if torch.version.cuda is None:
-        raise ThaError(f"--backend {backend} needs a CUDA build of torch (this is {torch.__version__}, CPU-only); "
-                       "install torch for CUDA from pytorch.org, or use --backend fastcpu")
-    if not torch.cuda.is_available():
-        raise ThaError(f"--backend {backend} needs an NVIDIA GPU, but torch sees none (driver?); "
-                       "run `tha doctor`, or use --backend fastcpu")
+from tha.runtime.backends import PRECISIONS
+from tha.runtime.backends.base import Backend, FaceCache, Frame, check_poses
+from tha.runtime.backends.cuda_env import precise_matmuls, require_cuda
 
 
 def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -99,7 +77,7 @@ class CudaBackend(Backend):
 
     def __init__(self, model: CharacterModel, precision: str = "fp16", device: str = "cuda", fused: bool = False):
         """``fused``: the face and the body's narrower levels as Triton kernels (``fused_levels``; fp16 only)."""
-        require_cuda("cuda-fused" if fused else "cuda")
+        require_cuda("--backend cuda-fused" if fused else "--backend cuda")
         self._setup(model, precision, torch.device(device), fused)
         with self._scope():
             self._full = capture(lambda: self._frame(face=True))
@@ -125,7 +103,7 @@ class CudaBackend(Backend):
         self.image = model.image_tensor()[None].to(self.device)
         self.face_cache = FaceCache(self.face_pose_size)
         h, w = self.image.shape[-2:]
-        self.pose = torch.zeros(1, 45, device=self.device)  # the only per-frame upload
+        self.pose = torch.zeros(1, POSE_SIZE, device=self.device)  # the only per-frame upload
         self.pasted = self.image.clone()  # the image with the current face
         self.posed = torch.zeros(1, 4, h, w, device=self.device)  # float32 network output
         self.rgba = torch.zeros(h, w, 4, dtype=torch.uint8, device=self.device)
@@ -184,7 +162,7 @@ class CudaBackend(Backend):
         n = len(poses)
         if n not in self._batch:
             h, w = self.image.shape[-2:]
-            static = torch.zeros(n, 45, device=self.device)
+            static = torch.zeros(n, POSE_SIZE, device=self.device)
             out = torch.zeros(n, h, w, 4, dtype=torch.uint8, device=self.device)
             with self._scope():
                 graph = capture(lambda: self._batch_run(static, out))

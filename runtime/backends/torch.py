@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from tha.models.character import CharacterModel
-from tha.runtime.backends.cuda import precise_matmuls
+from tha.runtime.backends.cuda_env import precise_matmuls
 from tha.runtime.backends.pipeline import PipelineBackend
 
 

@@ -13,17 +13,12 @@ from typing import Iterator
 
 import torch
 
-from tha.export.trt_engine import check_engine, current_platform
+from tha.export.onnx_graphs import graph_file
+from tha.export.trt_engine import check_engine, current_platform, graph_engine
 from tha.models.errors import ThaError
+from tha.models.pose import FACE_SLICE
+from tha.runtime.backends.cudart import cudart
 from tha.runtime.backends.pipeline import PipelineBackend
-
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime  # cuda-python < 12.6
-    return runtime
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
@@ -53,13 +48,15 @@ class Engine:
 
 
 def require_tensorrt():
-    """The tensorrt module, or one line saying what this machine lacks for the trt backend."""
+    """The tensorrt module, or one line saying what this machine lacks for the trt backend
+    (cuda-python included: asked for after the export, it would be missing minutes late)."""
     try:
         import tensorrt as trt
     except ImportError:
         raise ThaError("the trt backend needs TensorRT: `pip install tensorrt` (see `tha doctor`)") from None
     if not torch.cuda.is_available():
         raise ThaError("the trt backend needs a CUDA GPU; none is visible (see `tha doctor`)")
+    cudart()
     return trt
 
 
@@ -73,13 +70,13 @@ class TrtEngine:
         from tha.export.exporter import read_manifest
 
         hashes = read_manifest(export_dir).get("files", {})
-        precision = "fp16" if fp16 else "fp32"
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.face_engine = Engine(export_dir / f"face.{precision}.engine", runtime, trt, hashes.get("face.onnx"))
-        self.body_engine = Engine(export_dir / f"body.{precision}.engine", runtime, trt, hashes.get("body.onnx"))
+        self.face_engine, self.body_engine = (
+            Engine(graph_engine(export_dir, graph, fp16), runtime, trt, hashes.get(graph_file(graph, False)))
+            for graph in ("face", "body"))
         self.stream = torch.cuda.Stream()
-        self.cudart = _cudart()
-        self.name = f"trt-{precision}"
+        self.cudart = cudart()
+        self.name = f"trt-{'fp16' if fp16 else 'fp32'}"
 
     def face(self, face_pose: torch.Tensor) -> torch.Tensor:
         self.face_engine.tensors["pose"].copy_(face_pose)
@@ -102,7 +99,8 @@ class TrtEngine:
 
 
 class TrtBackend(PipelineBackend):
-    def __init__(self, image: torch.Tensor, export_dir: Path, fp16: bool = True, face_pose_size: int = 39):
+    def __init__(self, image: torch.Tensor, export_dir: Path, fp16: bool = True,
+                 face_pose_size: int = FACE_SLICE.stop):
         engine = TrtEngine(export_dir, fp16)
         super().__init__(engine, image[None].to("cuda", torch.float32), face_pose_size,
                          pasted=engine.body_engine.tensors["image"])

@@ -36,8 +36,9 @@ through the One Euro filter. The settings live in a YAML profile
 """
 from __future__ import annotations
 
+import math
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ BLENDSHAPE_NAMES: tuple[str, ...] = tuple(
 assert len(BLENDSHAPE_NAMES) == 52
 
 EYEBROW_DOWN_MODES = ("troubled", "angry", "lowered", "serious")
+# Profile settings that are ramps (0 at the first, 1 at the second), and blend-shape values that
+# give the full effect (a ramp from 0): an inverted ramp or a zero end reads as "never", silently.
+RAMPS = (("smile_min", "smile_max"), ("cheek_squint_min", "cheek_squint_max"), ("jaw_open_min", "jaw_open_max"),
+         ("mouth_round_min", "mouth_round_max"))
+FULL_AT = ("brow_down_max", "eye_wide_max", "blink_max", "mouth_stretch_max", "mouth_frown_max")
 WINK_MODES = ("wink", "relaxed")
 
 
@@ -120,6 +126,18 @@ class ConverterSettings:
         self.validate()
 
     def validate(self) -> None:
+        for name, value in [*((f.name, getattr(self, f.name)) for f in fields(self)),
+                            *((f"smoothing.{f.name}", getattr(self.smoothing, f.name)) for f in fields(self.smoothing))]:
+            if isinstance(value, float) and not math.isfinite(value):  # .nan / .inf in YAML: every pose NaN or stuck
+                raise ThaError(f"{name} {value} must be a finite number")
+        for low, high in RAMPS:
+            if not getattr(self, low) < getattr(self, high):
+                raise ThaError(f"{low} {getattr(self, low):g} must be below {high} {getattr(self, high):g} (the "
+                               "blend-shape values where the effect starts and is full)")
+        for name in FULL_AT:
+            if not getattr(self, name) > 0:
+                raise ThaError(f"{name} {getattr(self, name):g} must be > 0 (the blend-shape value that gives the "
+                               "full effect; at 0 it never shows)")
         if self.eyebrow_down_mode not in EYEBROW_DOWN_MODES:
             raise ThaError(f"eyebrow_down_mode '{self.eyebrow_down_mode}' is not one of {', '.join(EYEBROW_DOWN_MODES)}")
         if self.wink_mode not in WINK_MODES:
@@ -145,6 +163,8 @@ class ConverterSettings:
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ThaError(f"{name}: {value!r} is not a number")
+    if not math.isfinite(value):
+        raise ThaError(f"{name} {value} must be a finite number")
     return float(value)
 
 
@@ -309,6 +329,8 @@ def settings_to_dict(s: ConverterSettings) -> dict:
 
 def load_profile(path: str | Path) -> ConverterSettings:
     path = Path(path)
+    if path.is_dir():
+        raise ThaError(f"puppet profile '{path}' is a folder; give a YAML file, e.g. {path / 'puppet_profile.yaml'}")
     if not path.is_file():
         raise ThaError(f"puppet profile '{path}' not found; pass an existing YAML file or omit --profile")
     return load_settings(ConverterSettings, path, f"puppet profile '{path}'", fix="see configs/puppet_profile.yaml")

@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from tha.models.pose import neutral_pose, pose_from_dict
+from tha.models.pose import check_pose, neutral_pose
 
 
 class PoseSource(ABC):
@@ -47,16 +47,14 @@ class SliderSource(PoseSource):
 
     def __init__(self, pose: np.ndarray | None = None):
         self._lock = threading.Lock()
-        self._pose = neutral_pose() if pose is None else np.array(pose, dtype=np.float32)
+        self._pose = neutral_pose() if pose is None else check_pose(pose).copy()
 
     def read(self, now: float = 0.0) -> np.ndarray:
         with self._lock:
             return self._pose.copy()
 
     def set_pose(self, pose: np.ndarray) -> None:
+        """A wrong size or a NaN is one ThaError line, before it reaches the renderer."""
+        checked = check_pose(pose).copy()  # the caller may reuse its array
         with self._lock:
-            self._pose = np.array(pose, dtype=np.float32).reshape(45)
-
-    def set(self, **values: float) -> None:
-        with self._lock:
-            self._pose = pose_from_dict(values, base=self._pose)
+            self._pose = checked

@@ -8,6 +8,7 @@ port 49983; it starts after the computer sends :data:`START_STRING` to the phone
 """
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import threading
@@ -15,7 +16,8 @@ import time
 
 import numpy as np
 
-from tha.models.errors import ThaError, foreign_address
+from tha.models.errors import ThaError
+from tha.models.net import bound_socket, listen_error
 from tha.models.pose import neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, FaceState, ease_to_neutral
 from tha.runtime.sources.base import PoseSource
@@ -30,6 +32,8 @@ DEFAULT_BIND = "0.0.0.0"
 MAX_PACKET_BYTES = 8192
 _KNOWN = frozenset(BLENDSHAPE_NAMES)
 _DIRECTIONS = frozenset({"mouthLeft", "mouthRight", "jawLeft", "jawRight"})
+
+log = logging.getLogger(__name__)
 
 
 class PacketError(ValueError):
@@ -157,26 +161,17 @@ class IFacialMocapSource(PoseSource):
     def start(self) -> None:
         if self._thread is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.bind((self.bind, self.port))
+            sock = bound_socket(self.bind, self.port, socket.SOCK_DGRAM)
         except OSError as err:
-            sock.close()
-            raise self._bind_error(err) from None
+            raise listen_error(err, self.bind, self.port, option="--bind", example="0.0.0.0 (all interfaces)",
+                               what="iFacialMocap") from None
         sock.settimeout(0.05)
         self._sock = sock
         self._stop.clear()
         self._send_start()
         self._thread = threading.Thread(target=self._receive_loop, name="ifacialmocap", daemon=True)
         self._thread.start()
-
-    def _bind_error(self, err: OSError) -> ThaError:
-        """One line that names the cause: a busy port, or a --bind address this machine does not have."""
-        where = f"cannot listen for iFacialMocap on {self.bind}:{self.port} ({err.strerror or err})"
-        if foreign_address(err):
-            return ThaError(f"{where}; --bind {self.bind} is not an address of this machine: "
-                            "pass 0.0.0.0 (all interfaces) or one of its addresses")
-        return ThaError(f"{where}; pick another --port or close the program using it")
 
     def _send_start(self) -> None:
         if self.phone is None or self._sock is None:
@@ -200,7 +195,7 @@ class IFacialMocapSource(PoseSource):
                 data = None
             now = time.monotonic()
             if data is not None:
-                self.handle(data, now)
+                self._handle_or_log(data, now)
             if self.phone is not None and self.stale(now) and now - last_start >= self.resend_every:
                 self._send_start()
                 last_start = now
@@ -223,6 +218,20 @@ class IFacialMocapSource(PoseSource):
             self._pose = pose
             self.received_at = now
         return True
+
+    def _handle_or_log(self, data: bytes, now: float) -> None:
+        """``handle`` on the receiver thread: an unexpected failure (a bug, a calibration hook
+        that raises) is one logged line and the status's last error, and receiving goes on. A
+        dead thread would freeze the puppet on its last pose with no word why."""
+        try:
+            self.handle(data, now)
+        except Exception as err:  # noqa: BLE001 - anything: this thread must outlive it
+            message = str(err) if isinstance(err, ThaError) else f"{type(err).__name__}: {err}"
+            with self._lock:
+                repeated = message == self.last_error
+                self.last_error = message
+            if not repeated:  # once, not once per packet at 60 Hz
+                log.warning("iFacialMocap: %s (still receiving)", message)
 
     def stale(self, now: float) -> bool:
         return self.received_at is None or now - self.received_at > self.stale_after

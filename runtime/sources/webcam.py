@@ -121,7 +121,7 @@ def require_tracking_packages() -> None:
     missing = [name for name in ("cv2", "mediapipe") if importlib.util.find_spec(name) is None]
     if missing:
         raise ThaError(f"face tracking needs OpenCV and MediaPipe (not installed: {', '.join(missing)}); "
-                       "`pip install 'tha[webcam]'`")
+                       "install tha's webcam extra (`pip install -e '.[webcam]'` in tha's folder)")
 
 
 class FaceMeshTracker:
@@ -222,6 +222,7 @@ class CaptureSource(PoseSource):
         self._clock = 0.0  # seconds on the source's clock: video time, or monotonic for live capture
         self._face_at: float | None = None
         self._ended = False
+        self._first: np.ndarray | None = None  # a video's first frame, read by start()
 
     def start(self) -> None:
         if self._capture is not None:
@@ -233,6 +234,13 @@ class CaptureSource(PoseSource):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # a failure is said below, in one line
         try:
             self._capture = cv2.VideoCapture(str(self.path) if self.path is not None else self.device)
+            if self.path is not None and self._capture.isOpened():
+                # OpenCV "opens" some files that are no video (a text file named .png) and only
+                # then reads nothing: without a first frame now, that would be an empty run
+                # reported as a success
+                ok, self._first = self._capture.read()
+                if not ok:
+                    self._capture.release()
         finally:
             cv2.utils.logging.setLogLevel(level)
         if not self._capture.isOpened():
@@ -240,7 +248,7 @@ class CaptureSource(PoseSource):
             self._status = f"no camera: cannot open {what}"
             self._ended = True
             if self.path is not None:
-                raise ThaError(f"cannot open {what}; is it a video file OpenCV can read?")
+                raise self._unreadable()
             return
         self._tracker = (LandmarkerTracker(self.face_landmarker) if self.face_landmarker
                          else FaceMeshTracker())
@@ -250,6 +258,9 @@ class CaptureSource(PoseSource):
             self._stop.clear()
             self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
             self._thread.start()
+
+    def _unreadable(self) -> ThaError:
+        return ThaError(f"cannot open video '{self.path}'; is it a video file OpenCV can read?")
 
     @property
     def opened(self) -> bool:
@@ -270,7 +281,10 @@ class CaptureSource(PoseSource):
 
         if self._capture is None or self._ended:
             return False
-        ok, bgr = self._capture.read()
+        if self._first is not None:  # read by start() to prove the file is a video
+            ok, bgr, self._first = True, self._first, None
+        else:
+            ok, bgr = self._capture.read()
         if not ok:
             self._ended = True
             self._status = "video ended" if self.path is not None else f"no camera: camera {self.device} stopped"
