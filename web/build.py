@@ -22,8 +22,7 @@ from tha.web.shared import shared_definition
 from tha.models.character import load_character_model, model_paths
 from tha.models.errors import ThaError
 from tha.models.files import atomic_directory, check_replaceable_dir
-
-SITE_FILE = "tha.json"  # what marks a folder as an exported page
+from tha.web.serve import SITE_FILE
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
         pass  # a page load is ~20 requests; the terminal stays readable
 
 
-# What marks an exported page, as tha.web.build.SITE_FILE (not imported: that module loads torch).
+# What marks a folder as an exported page (tha.web.build writes it; defined here, where no torch loads).
 SITE_FILE = "tha.json"
 EXPORT_HINT = "export a page with `tha export MODEL --web OUT`, then `tha serve-web OUT`"
 
