@@ -2,7 +2,7 @@
 
 Graph contracts (batch 1, float32 unless named):
 - ``face``: ``pose`` (1,39) -> ``patch`` (1,4,128,128);
-- ``body``: ``image`` (1,4,512,512, the face already pasted) + ``pose`` (1,45) -> ``image``
+- ``body``: ``image`` (1,4,512,512, the face already pasted) + ``pose`` (1,45) -> ``image_out``
   (1,4,512,512) in the SPEC's [-1,1] space;
 - ``student``: ``pose`` (1,45) -> ``rgba`` (512,512,4) uint8, straight alpha, display-ready.
 """

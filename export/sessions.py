@@ -31,13 +31,13 @@ def provider_list(provider: str, cache_dir: Path | None = None) -> list:
     return [want] if provider == "cpu" else [want, "CPUExecutionProvider"]
 
 
-def open_session(path: Path, provider: str = "cpu", threads: int | None = None):
+def open_session(path: Path, provider: str = "cpu"):
     """An InferenceSession on one graph, with one clear error for a missing or corrupt file."""
     import onnxruntime as ort
 
     load_checked(path)
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 16)
+    options.intra_op_num_threads = min(os.cpu_count() or 1, 16)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         return ort.InferenceSession(str(path), options, providers=provider_list(provider, path.parent))

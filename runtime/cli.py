@@ -113,7 +113,7 @@ def render(
 ) -> None:
     """Render an animated character to a video file or PNG frames.
 
-    Idle animation with lip sync to a speech WAV, or a pose track."""
+    Idle animation with lip sync to speech audio (WAV, MP3, Ogg, FLAC: anything FFmpeg reads), or a pose track."""
     from tha.models.hub import resolve_model
     from tha.runtime.render_file import render_to_file
 

@@ -42,7 +42,7 @@ class ServeConfig:
     emotions_file: Path | None = None
     microphone: bool = False  # live lip sync from the default audio input
     interpolate: bool = True  # model frames rendered ahead, display-rate frames between (fastcpu)
-    precision: str | None = None  # fp16 / fp32 for a backend that offers both (cuda); None: its default
+    precision: str | None = None  # fp16 / fp32, as --precision takes it (runtime/options.py); None: the default
     # Web pages that may call the API: SillyTavern runs in the browser on another origin (its own
     # port), so without CORS it cannot read a reply or send a JSON body. Extras allows every origin.
     allow_origins: tuple[str, ...] = ("*",)

@@ -49,10 +49,15 @@ def configure_logging() -> None:
 _click_errors = sys.modules[typer.BadParameter.__module__]
 
 
+_terminated_by: list[int] = []  # SIGTERM, once received
+
+
 def _terminated(signum: int, frame) -> None:
-    # SIGTERM (a service stop, `kill`) ends the command as Ctrl+C does, through its cleanup:
-    # by default Python dies on the spot and leaves a render's hidden temporary file behind.
-    raise SystemExit(128 + signum)
+    # A service stop or `kill` ends the command as Ctrl+C does, through the same cleanup (a render
+    # removes its hidden temporary file, a distill run prints its resume line); Python's default
+    # would die on the spot. Typer reports any interrupt as 130, so the signal is kept for main().
+    _terminated_by.append(signum)
+    raise KeyboardInterrupt
 
 
 def wait_passively() -> None:
@@ -71,7 +76,8 @@ def main() -> None:
     `error:` line and exit status 2; typer's own formatting would draw them as a box."""
     wait_passively()
     warnings.showwarning = _one_line_warning
-    signal.signal(signal.SIGTERM, _terminated)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # an ignored SIGTERM stays ignored
+        signal.signal(signal.SIGTERM, _terminated)
     configure_logging()
     try:
         code = app(prog_name="tha", standalone_mode=False)
@@ -89,6 +95,8 @@ def main() -> None:
         print(f"error: {err.format_message()}", file=sys.stderr)
         sys.exit(err.exit_code)
     except (KeyboardInterrupt, typer.Abort):
-        sys.exit(130)
+        code = 128 + signal.SIGINT
     # a command's return value is not an exit status; typer.Exit(n) and Ctrl+C come back as ints
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    # the shells' statuses: 130 for Ctrl+C, 143 for SIGTERM
+    sys.exit(128 + _terminated_by[0] if _terminated_by and code == 128 + signal.SIGINT else code)

@@ -63,8 +63,9 @@ Device = Annotated[str, typer.Option(
          "among the backends that run on the GPU; the others pick their own.")]
 
 Precision = Annotated[Optional[PrecisionChoice], typer.Option(
-    "--precision", help="fp16, or fp32 (exact), for a backend that offers both (cuda, ort, ort-fused: their "
-                        "fp16 graphs); default: the backend's own (fp16 for cuda, fp32 for ort).")]
+    "--precision", help="fp16, or fp32 (exact), for a backend that offers both: cuda (default fp16), ort, "
+                        "ort-fused, ort-cuda (their fp16 graphs; default fp32). cuda-fused runs fp16 only; torch, "
+                        "torch-cuda and fastcpu fp32 only; trt and ort-trt run as their TensorRT engines were built.")]
 
 Frames = Annotated[Optional[int], typer.Option(
     "--frames", min=1, help="Stop after N frames (default: until the input ends, the window closes or Ctrl+C).")]
@@ -90,11 +91,17 @@ def video_output(value: Path | None) -> Path | None:
     return None if value is None else check_video_output(value)
 
 
-Record = Annotated[Optional[Path], typer.Option(
-    "--record", callback=video_output,
-    help=f"Record at --fps, in real time (a slow frame is repeated), to a video ({', '.join(FORMATS)}) or, with "
-         f"no suffix, a folder of PNGs: those and {_ALPHA_FORMATS} keep the character's transparency, the others "
-         "show it over the viewer's background. The panel is never recorded.")]
+RECORD_HELP = (f"Record at --fps, in real time (a slow frame is repeated), to a video ({', '.join(FORMATS)}) or, "
+               f"with no suffix, a folder of PNGs: those and {_ALPHA_FORMATS} keep the character's transparency, "
+               "the others show it over the viewer's background. The panel is never recorded.")
+
+
+def record_option(note: str = ""):
+    """--record, its help with a command's own ``note`` added (the one definition stays here)."""
+    return Annotated[Optional[Path], typer.Option("--record", callback=video_output, help=RECORD_HELP + note)]
+
+
+Record = record_option()
 
 
 def frame_rate(value: float | None) -> float | None:
@@ -111,7 +118,13 @@ def frame_rate(value: float | None) -> float | None:
 
 RATE_RANGE_HELP = f"{FPS_RANGE[0]:g} to {FPS_RANGE[1]:g}"
 
-Fps = Annotated[float, typer.Option(
-    "--fps", callback=frame_rate,
-    help=f"Frames per second ({RATE_RANGE_HELP}) of recordings, rendered files and windowless runs (a window "
-         "follows the display).")]
+FPS_HELP = (f"Frames per second ({RATE_RANGE_HELP}) of recordings, rendered files and windowless runs (a window "
+            "follows the display).")
+
+
+def fps_option(note: str = ""):
+    """--fps, its help with a command's own ``note`` added (the one definition stays here)."""
+    return Annotated[float, typer.Option("--fps", callback=frame_rate, help=FPS_HELP + note)]
+
+
+Fps = fps_option()

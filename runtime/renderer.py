@@ -150,7 +150,7 @@ def open_backend(name: str, model: CharacterModel | str | Path, device: str = "c
         raise ThaError(f"unknown backend '{name}'; choose one of auto, {', '.join(BACKENDS)}")
     if precision == "fp16" and name in FP32_ONLY:
         raise ThaError(f"--backend {name} runs fp32 only; --precision fp16 is for --backend cuda, cuda-fused, "
-                       "ort or ort-fused")
+                       "ort, ort-fused or ort-cuda")
     return BACKENDS[name](model, device, **({"precision": precision} if precision else {}))
 
 

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from tha.models.errors import ThaError
-from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, write_chart
+from tha.runtime.backends.fastcpu import FastCPUBackend
+from tha.runtime.bench import Row, bench_poses, extra_rows, format_table, parse_backends, time_backend, write_chart
 from cli import assert_one_line_error, tha
 from model_dirs import copy_model_directory
 
@@ -30,6 +31,14 @@ def test_bench_cli_times_backends_and_writes_a_chart(lambda00_dir, tmp_path):
     assert abs(fps - 1000 / ms) < 0.02 * fps and abs(ratio - rows["torch"][0] / ms) < 0.02 * ratio
     with Image.open(chart) as im:
         assert im.format == "PNG" and im.size[0] > 300
+
+
+def test_timed_frames_all_run_the_face_and_exclude_the_warm_up(lambda00):
+    """The timed loop rendered the warm-up poses again: its first frame was a face-cache hit, so
+    "full poses (every frame runs the face morpher too)" was not what was timed."""
+    backend = FastCPUBackend(lambda00)
+    time_backend(backend, bench_poses(3 + 1, head_only=False), warmup=1)
+    assert (backend.face_cache.misses, backend.face_cache.hits) == (4, 0)
 
 
 def test_table_ratios_are_against_torch():

@@ -184,12 +184,32 @@ def test_puppet_bad_input_is_one_line(lambda00_dir, tmp_path):
     assert result.stderr.count("\n") == 1, result.stderr  # OpenCV's own log lines included
 
 
-@pytest.mark.slow
+def test_puppet_video_offscreen_refuses_fps(lambda00_dir, tmp_path):
+    """Headless, a video is drawn one frame per video frame and recorded at the video's own
+    rate: a given --fps was silently ignored, so it is refused, before the model loads."""
+    from skimage import data
+
+    from tha.runtime.video import VideoWriter
+
+    video = tmp_path / "face.mp4"
+    with VideoWriter(video, fps=10) as writer:
+        for _ in range(2):
+            photo = data.astronaut()
+            writer.write(np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)]))
+    out = tmp_path / "out.mp4"
+    result = _run_tha("puppet", str(lambda00_dir), "--source", "video", str(video), "--offscreen",
+                      "--record", str(out), "--fps", "24")
+    assert_one_line_error(result, "--fps does not apply to --source video --offscreen", "video's own frame rate",
+                          code=2)
+    assert not out.exists()
+
+
 def over_white(rgba: np.ndarray) -> np.ndarray:
     alpha = rgba[..., 3:].astype(np.float32) / 255.0
     return (rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).round().astype(np.int16)
 
 
+@pytest.mark.slow
 def test_puppet_video_offscreen_moves_the_head(lambda00_dir, tmp_path):
     from skimage import data, transform
 

@@ -338,15 +338,17 @@ def test_closing_the_window_ends_run_viewer(xvfb, backend, pose, monkeypatch):
     monkeypatch.setattr(Viewer, "__enter__", lambda viewer: opened.append(viewer) or enter(viewer))
 
     def close_soon():
-        while not opened:
+        deadline = time.monotonic() + 120  # bounded: a viewer that never opens must not hang the suite
+        while not opened and time.monotonic() < deadline:
             threading.Event().wait(0.05)
         threading.Event().wait(0.5)
-        glfw.set_window_should_close(opened[0].surface.handle, True)
+        if opened:
+            glfw.set_window_should_close(opened[0].surface.handle, True)
 
-    closer = threading.Thread(target=close_soon)
+    closer = threading.Thread(target=close_soon, daemon=True)
     closer.start()
     run_viewer(backend, SliderSource(pose), max_frames=None)
-    closer.join()
+    closer.join(timeout=60)
     assert opened[0].surface.handle is None  # the window was destroyed on the way out
 
 

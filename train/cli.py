@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import shlex
-import signal
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, List
+from typing import TYPE_CHECKING, List
 
 import typer
 
@@ -48,37 +46,11 @@ def run(
 
     config = load_config(config_path, set_)  # fail fast, before any worker starts
     try:
-        with _sigterm_as_interrupt():
-            model_dir = _run(config_path, config, resume, nproc, set_)
-    except KeyboardInterrupt as stop:
+        model_dir = _run(config_path, config, resume, nproc, set_)
+    except KeyboardInterrupt:
         typer.echo(_interrupted(config_path, config, nproc, set_), err=True)
-        # the shell's codes for a Ctrl+C (128 + SIGINT) and for a `kill` (128 + SIGTERM)
-        raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+        raise  # the CLI exits as for any interrupt: 130 for Ctrl+C, 143 for SIGTERM
     typer.echo(f"done: {model_dir}")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (`kill`, a job scheduler's stop), raised where Ctrl+C's KeyboardInterrupt is, so a
-    stopped run unwinds the same way and says how to resume."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves as SIGINT while the run lasts (tha's own handler would exit without the
-    resume line); a SIGTERM the caller chose to ignore stays ignored."""
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is signal.SIG_IGN:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(config_path: Path, config: DistillConfig, resume: bool, nproc: int, set_: List[str]) -> Path:

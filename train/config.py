@@ -105,8 +105,8 @@ class DistillConfig:
     body_morpher_random_seed_1: int = 0
     body_morpher_num_training_examples_per_sample_output: int = 10_000
     body_morpher_batch_size: int = 8
-    num_cpu_workers: int = 1
-    num_gpus: int = 1
+    num_cpu_workers: int = 1  # accepted so upstream's configs load; never read
+    num_gpus: int = 1  # accepted so upstream's configs load; never read (`tha distill run --nproc N` sets the GPUs)
     # --- ours ---
     # "rig", an upstream teacher directory (the five .pt files), or any character model
     # directory / fetched model name (re-distilling a student into a smaller one).

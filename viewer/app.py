@@ -106,7 +106,7 @@ class Viewer:
             raise ThaError(f"the {self.backend.name} backend did not render the pose within {timeout:g} s")
 
     def trigger(self, action: str) -> None:
-        """Queue an overlay/keyboard action (reset, screenshot, save_pose, load_pose,
+        """Queue an overlay/keyboard action (reset, screenshot, save_pose, load_pose, calibrate,
         toggle_overlay, next_background, background:N, quit); it runs in the next ``step``."""
         self._pending.append(action)
 
@@ -143,7 +143,7 @@ class Viewer:
         self._raise_render_error()
         try:
             start = time.perf_counter()
-            fresh = self._upload()
+            self._upload()
             self.surface.bind()
             size = self.surface.framebuffer_size()
             self.canvas.draw(size, self._panel_column(size))
@@ -155,7 +155,7 @@ class Viewer:
                 if self.record is not None:
                     self._write_video_frame()
             self.surface.bind()
-            self._overlay(draw_ms, fresh)
+            self._overlay(draw_ms)
             pixels = None
             if read:
                 GL.glReadBuffer(GL.GL_BACK if not self.surface.offscreen else GL.GL_COLOR_ATTACHMENT0)
@@ -168,19 +168,18 @@ class Viewer:
                            "restart the viewer") from None
         return pixels
 
-    def _upload(self) -> bool:
+    def _upload(self) -> None:
         latest = self.render_loop.latest()
         if latest is None or (self._shown is not None and latest.serial == self._shown.serial):
-            return False
+            return
         if latest.frame.on_device:
             self.canvas.upload_device(latest.frame.rgba)
         else:
             self.canvas.upload(latest.frame.host())
         self._shown = latest
         self.readout.backend_ms = latest.ms
-        return True
 
-    def _overlay(self, draw_ms: float, fresh: bool) -> None:
+    def _overlay(self, draw_ms: float) -> None:
         now = time.perf_counter()
         self.readout.fps = 0.9 * self.readout.fps + 0.1 / max(now - self._last_draw, 1e-6)
         self._last_draw = now

@@ -189,7 +189,8 @@ class Canvas:
 
     def composite(self) -> np.ndarray:
         """The frame over the background at the frame's own size, with no overlay: what
-        screenshots and recordings hold. Restores the caller's framebuffer binding."""
+        screenshots hold, and recordings to formats without alpha (those with alpha take the bare
+        frame). Restores the caller's framebuffer binding."""
         previous = GL.glGetIntegerv(GL.GL_FRAMEBUFFER_BINDING)
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
         self.draw(self.size)

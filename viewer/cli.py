@@ -11,16 +11,32 @@ import typer
 
 from tha.models.errors import ThaError
 from tha.runtime.options import (Backend, BackendChoice, Device, Emotion, Fps, Frames, ModelDir, Precision,
-                                Record, precision_name)
+                                Record, fps_option, precision_name, record_option)
 from tha.runtime.puppeteers import Puppeteer
+
+# The viewer's keys (viewer/app.py KEYS, CTRL_KEYS); each command's help lists those that act there.
+_KEYS = (("H", "hide/show the panel"), ("R", "reset the pose"), ("S", "screenshot (PNG in the current folder)"),
+         ("B", "next background (checkerboard, green screen, white, black)"),
+         ("C", "calibrate: take the tracked face as the rest face"),
+         ("Ctrl+S", "save the pose JSON named in the panel"), ("Ctrl+O", "load the pose JSON named in the panel"),
+         ("Esc or Q", "quit"))
+
+
+def _keys_help(*left_out: str) -> str:
+    return "Keys: " + "; ".join(f"{key} {does}" for key, does in _KEYS if key not in left_out) + "."
+
 
 VIEW_HELP = (
     "Pose a character live in a window, with an ImGui slider panel.\n\n"
-    "Keys: H hide/show the panel; R reset the pose; S screenshot (PNG in the current folder); "
-    "B next background (checkerboard, green screen, white, black); C calibrate the puppet source's rest face; "
-    "Ctrl+S / Ctrl+O save / load the pose JSON named in the panel; Esc or Q quit.\n\n"
+    + _keys_help("C") + "\n\n"  # sliders and the animator have no rest face
     "--offscreen draws with no window system (EGL), for servers and recordings; give --frames or it runs "
     "until interrupted."
+)
+PUPPET_HELP = (
+    "Drive a character with your face: iFacialMocap, webcam or video.\n\n"
+    "iFacialMocap sends ARKit blend shapes from a phone over UDP; a webcam or video file is tracked with "
+    "MediaPipe.\n\n"
+    + _keys_help("R", "Ctrl+O")  # the face drives the pose: reset and loading have nothing to set
 )
 OFFSCREEN_HELP = "No window: draw in a headless EGL context (servers, CI, recordings)."
 
@@ -108,7 +124,15 @@ def _video_poses(source, frames: int | None):
         yield source.read(0.0)
 
 
+# Headless, a video is drawn one frame per video frame, so its recording keeps the video's rate.
+_VIDEO_RATE = " With --source video --offscreen: one frame per video frame, at the video's own frame rate."
+PuppetRecord = record_option(_VIDEO_RATE)
+PuppetFps = fps_option(" Refused with --source video --offscreen, which draws one frame per video frame at the "
+                       "video's own frame rate.")
+
+
 def puppet(
+    ctx: typer.Context,
     model_dir: ModelDir,
     video: Optional[Path] = typer.Argument(None, help="The video file, for --source video."),
     source: Puppeteer = typer.Option(Puppeteer.ifacialmocap, "--source", help="What drives the face."),
@@ -129,13 +153,9 @@ def puppet(
     precision: Precision = None,
     offscreen: bool = typer.Option(False, "--offscreen", help=OFFSCREEN_HELP + " A live source needs --frames."),
     frames: Frames = None,
-    record: Record = None,
-    fps: Fps = 30.0,
+    record: PuppetRecord = None,
+    fps: PuppetFps = 30.0,
 ) -> None:
-    """Drive a character with your face: iFacialMocap, webcam or video.
-
-    iFacialMocap sends ARKit blend shapes from a phone over UDP; a webcam or video file is
-    tracked with MediaPipe."""
     from tha.models.hub import resolve_model
     from tha.runtime.puppeteers import load_converter, make_puppeteer
     from tha.runtime.renderer import open_backend
@@ -146,6 +166,10 @@ def puppet(
         raise ThaError(f"'{video}' is only used with --source video")
     if source is not Puppeteer.video and offscreen and frames is None:
         raise ThaError("--offscreen with a live source needs --frames N")
+    fps_source = ctx.get_parameter_source("fps")  # an enum of typer's own copy of click, not the click package's
+    if source is Puppeteer.video and offscreen and fps_source is not type(fps_source).DEFAULT:
+        raise ThaError("--fps does not apply to --source video --offscreen: each video frame is drawn once and "
+                       "recorded at the video's own frame rate (drop --fps)")
     # Headless video renders frame by frame; in a window it plays in real time.
     driver = make_puppeteer(source, load_converter(profile, calibrate), bind=bind, port=port, phone=phone,
                             camera=camera, face_landmarker=face_landmarker, video=video, realtime=not offscreen)
@@ -183,4 +207,4 @@ def puppet(
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("view", help=VIEW_HELP)(view)
-    app.command("puppet")(puppet)
+    app.command("puppet", help=PUPPET_HELP)(puppet)

@@ -10,10 +10,10 @@ from imgui_bundle import imgui
 
 from tha.models.pose import POSE_PARAMETERS, Category, PoseGroup, groups_in, index_of
 
-# Categories shown as "pick a shape, then its left/right values" (upstream's choice panels).
 PANEL_X, PANEL_WIDTH = 8, 300  # where the panel first opens (the user may move it)
 PANEL_COLUMN = PANEL_X + PANEL_WIDTH + 8  # the window's left column it covers, kept clear of the character
 
+# Categories shown as "pick a shape, then its left/right values" (upstream's choice panels).
 CHOOSERS = (Category.EYEBROW, Category.EYE, Category.MOUTH)
 # Categories shown as plain sliders, one per parameter.
 PLAIN = (Category.IRIS_MORPH, Category.IRIS_ROTATION, Category.FACE_ROTATION,

@@ -43,7 +43,7 @@ async function openSession(site) {
   if (params.get('backend') !== 'wasm') {
     const adapter = navigator.gpu ? await navigator.gpu.requestAdapter().catch(() => null) : null;
     if (adapter) {
-      const half = adapter.features.has('shader-f16') && site.graphs.fp16;
+      const half = adapter.features.has('shader-f16');
       try {
         const session = await ort.InferenceSession.create(half ? site.graphs.fp16 : site.graphs.fp32,
           { executionProviders: ['webgpu'], logSeverityLevel: 3 });

@@ -72,20 +72,18 @@ def npm_packages(cache_root: Path | None = None) -> Path:
     return modules
 
 
-def export_web(model_dir: Path, out: Path, fp16: bool = True) -> list[Path]:
-    """Write the site into ``out`` whole or not at all (built beside it, then swapped in);
-    returns the files written."""
+def export_web(model_dir: Path, out: Path) -> None:
+    """Write the site into ``out`` whole or not at all (built beside it, then swapped in)."""
     check_replaceable_dir(out, SITE_FILE, "--web", "an exported page")
     image = model_paths(model_dir)["character_image_file_name"]  # one clear error for a non-student
     modules = npm_packages()
     model = load_character_model(model_dir)
     with atomic_directory(out) as site_dir:
         export_graph(graph_specs(model)["student"], site_dir / "student.onnx")
-        if fp16:
-            write_fp16(site_dir / "student.onnx", site_dir / "student.fp16.onnx")
+        write_fp16(site_dir / "student.onnx", site_dir / "student.fp16.onnx")
         shutil.copyfile(image, site_dir / "character.png")
         site = {"name": model_dir.resolve().name,
-                "graphs": {"fp32": "student.onnx", "fp16": "student.fp16.onnx" if fp16 else None},
+                "graphs": {"fp32": "student.onnx", "fp16": "student.fp16.onnx"},
                 **shared_definition()}
         (site_dir / SITE_FILE).write_text(json.dumps(site) + "\n")
         for name in PAGE_FILES:
@@ -97,5 +95,3 @@ def export_web(model_dir: Path, out: Path, fp16: bool = True) -> list[Path]:
                 if not source.is_file():
                     raise ThaError(f"{source} is missing from the npm cache; delete {modules.parent} and export again")
                 shutil.copyfile(source, site_dir / "vendor" / short / name)
-        written = sorted(p.relative_to(site_dir) for p in site_dir.rglob("*") if p.is_file())
-    return [out / p for p in written]

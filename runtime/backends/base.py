@@ -1,8 +1,9 @@
 """The backend contract: load a character model once, then pose -> frame, as fast as it can.
 
 A frame is display-ready straight-alpha RGBA uint8 (H,W,4). ``Frame.rgba`` is what the engine
-made: a ``torch.Tensor`` on the CPU (torch, fastcpu, ort, trt) or on the GPU (cuda, torch-cuda:
-no round trip before OpenGL), or a NumPy array (ort-fused). ``Frame.host()`` always gives a
+made: a ``torch.Tensor`` on the CPU (torch on the CPU, fastcpu, ort, ort-cuda, ort-trt) or on the
+GPU (cuda, cuda-fused, torch-cuda, trt, torch with --device cuda: no round trip before OpenGL), or a
+NumPy array (ort-fused). ``Frame.host()`` always gives a
 NumPy array on the host.
 """
 from __future__ import annotations

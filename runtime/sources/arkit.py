@@ -6,9 +6,9 @@ rotation in degrees (ARKit frame: x right, y up, z towards the camera; pitch abo
 positive = looking down; yaw about y; roll about z, positive = counter-clockwise as the
 camera sees it). The mapping, after neutral calibration (rest face subtracted):
 
-==========================  ==============================================================
+==========================  ==========================================================================
 THA parameter               driven by
-==========================  ==============================================================
+==========================  ==========================================================================
 eyebrow_raised_{l,r}        browInnerUp + browOuterUp{L,R}
 eyebrow_<down mode>_{l,r}   browDown{L,R} / brow_down_max, suppressed while smiling
 eyebrow_happy_{l,r}         smile x smile degree
@@ -18,7 +18,7 @@ eye_happy_wink_{l,r}        eyeBlink{L,R} / blink_max x smile degree
 eye_raised_lower_eyelid     cheekSquint{L,R} ramped between cheek_squint_min..max
 iris_small_{l,r}            the profile's constant iris_small
 iris_rotation_x             (eyeLookUp - eyeLookDown), both eyes, x iris_gain
-iris_rotation_y             (eyeLookIn L - eyeLookOut L - eyeLookIn R + eyeLookOut R) / 2
+iris_rotation_y             (eyeLookIn L - eyeLookOut L - eyeLookIn R + eyeLookOut R) / 2 x iris_gain
 head_x, head_y, neck_z      -pitch / 15 deg, -yaw / 10 deg, roll / 15 deg (head_range)
 body_y, body_z              body_follow x head_y, body_follow x neck_z
 breathing                   a cosine cycle of breathing_cycle_duration seconds (as the animator)
@@ -27,7 +27,7 @@ mouth_uuu                   rounded lips with the jaw closed
 mouth_iii                   stretched lips (mouthStretch) with the jaw closed
 mouth_raised_corner         smile (mouthSmile L/R mean)
 mouth_lowered_corner        mouthFrown mean / mouth_frown_max, jaw closed
-==========================  ==============================================================
+==========================  ==========================================================================
 
 ("smile degree" ramps the smile between smile_min and smile_max.) Then every parameter gets
 the profile's ``value * gain + offset``, is clipped to its range, and the whole vector goes
