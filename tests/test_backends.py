@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from tha.export.verify import MAX_ABS, MEAN_ABS, random_poses
+from tha.export.verify import MAX_ABS, random_poses
 from tha.models.errors import ThaError
 from tha.runtime.backends.base import FaceCache
 from tha.runtime.backends.cpu_ops import upsample2x
 from tha.runtime.backends.fastcpu import FastCPUBackend
 from tha.runtime.renderer import BACKENDS, PREFERENCE, choose_backend, open_backend
 from cli import assert_one_line_error, tha
+from upstream import assert_matches_upstream
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo"
 
@@ -28,15 +29,14 @@ def fast(lambda00) -> FastCPUBackend:
 def test_fastcpu_matches_upstream_reference(fast, student_reference):
     poses = student_reference["poses"].astype(np.float32)
     got = torch.cat([fast.render_tensor(p) for p in poses])
-    d = (got - torch.from_numpy(student_reference["blended_image"])).abs()
-    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (float(d.max()), float(d.mean()))
+    assert_matches_upstream(got, student_reference["blended_image"], "fastcpu")
     with fast.engine.scope():
         patch = fast.engine.face(torch.from_numpy(poses[-1:, :39]))
     assert (patch - torch.from_numpy(student_reference["face_morpher_output"][-1:])).abs().max() < 1e-3
 
 
 def test_upsample2x_is_bilinear_interpolate():
-    x = torch.randn(5, 16, 16)
+    x = torch.randn(5, 16, 16, generator=torch.Generator().manual_seed(0))  # a fixed input: the bound is not a draw
     out = upsample2x(x, torch.empty(5, 16, 32), torch.empty(5, 32, 32))
     want = torch.nn.functional.interpolate(x[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
     assert (out - want).abs().max() < 1e-6
@@ -269,8 +269,7 @@ def test_torch_cuda_frame_stays_on_device(lambda00, student_reference):
         frame = backend.render(pose)
         assert frame.on_device
         got = backend.render_tensor(pose).cpu()
-    d = (got - torch.from_numpy(student_reference["blended_image"][:1])).abs()
-    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (float(d.max()), float(d.mean()))
+    assert_matches_upstream(got, student_reference["blended_image"][:1], "torch on cuda")
 
 
 def test_one_backend_renders_from_two_threads_at_once(fast):

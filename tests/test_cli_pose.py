@@ -153,7 +153,10 @@ def test_models_fetch_downloads_and_verifies(lambda00_dir, tmp_path):
 
 
 def test_models_fetch_offline_says_where_to_put_files(tmp_path):
-    result = tha("models", "fetch", "lambda_01", "--cache-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9")
+    from tha.runtime.feed_bench import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # bound a moment ago, then closed: nothing listens
+    result = tha("models", "fetch", "lambda_01", "--cache-dir", str(tmp_path), "--base-url", closed)
     assert_one_line_error(result, "cannot download", "by hand", str(tmp_path / "lambda_01"))
     assert_one_line_error(tha("models", "fetch", "lambda_99"), "unknown model")
 

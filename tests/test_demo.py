@@ -29,7 +29,8 @@ def test_demo_model_is_committed_small_and_self_contained():
     files = [DEMO_MODEL_DIR / "character_model.yaml", *paths.values()]
     assert sum(p.stat().st_size for p in files) < 1_000_000
     ignored = subprocess.run(["git", "check-ignore", *map(str, files)], cwd=REPO, capture_output=True, text=True)
-    assert ignored.stdout == ""  # a clone carries every file `tha demo` needs
+    # a clone carries every file `tha demo` needs: none ignored (1), not a git failure (128, outside a clone)
+    assert ignored.returncode == 1 and ignored.stdout == "", (ignored.returncode, ignored.stdout, ignored.stderr)
     assert all(p.resolve().is_relative_to(DEMO_MODEL_DIR.resolve()) for p in paths.values())
 
 

@@ -26,6 +26,7 @@ from tha.runtime.backends.ort import OrtBackend, OrtFusedBackend
 from cli import assert_one_line_error
 from model_dirs import copy_model_directory
 from cli import tha as run_cli
+from upstream import assert_matches_upstream
 
 @pytest.fixture(scope="session")
 def export00(lambda00_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
@@ -87,9 +88,7 @@ def test_fp32_two_graph_matches_upstream_reference(export00, lambda00, student_r
     out, _ = export00
     backend = OrtBackend(lambda00.image_tensor(), out)
     got = torch.cat([backend.render_tensor(p) for p in student_reference["poses"].astype(np.float32)])
-    want = torch.from_numpy(student_reference["blended_image"])
-    d = (got - want).abs()
-    assert d.max() <= MAX_ABS and d.mean() <= MEAN_ABS, (d.max(), d.mean())
+    assert_matches_upstream(got, student_reference["blended_image"], "ort fp32")
 
 
 @pytest.mark.slow

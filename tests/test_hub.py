@@ -67,10 +67,13 @@ def test_a_corrupted_cached_file_is_downloaded_again(mirror, tmp_path):
     assert fetched == ["face_morpher.pt"] and (target / "face_morpher.pt").read_bytes() == FILES["face_morpher.pt"]
 
 
-@pytest.mark.parametrize("where", ["http://127.0.0.1:9", "mirror/without/the/model"])
+@pytest.mark.parametrize("where", ["a closed port", "mirror/without/the/model"])
 def test_unreachable_or_missing_files_say_where_to_put_them(mirror, tmp_path, where):
+    from tha.runtime.feed_bench import free_port
+
     _, url = mirror
-    base = where if where.startswith("http") else f"{url}/{where}"
+    # a port bound a moment ago, then closed: nothing listens there
+    base = f"http://127.0.0.1:{free_port()}" if where == "a closed port" else f"{url}/{where}"
     with pytest.raises(ThaError, match="cannot download") as err:
         hub.fetch_model("tiny", tmp_path / "cache", base, timeout=5)
     message = str(err.value)

@@ -95,7 +95,7 @@ def receiver():
     source.close()
 
 
-def _wait(predicate, timeout: float = 5.0) -> None:
+def _wait(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "the receiver did not take the datagrams in time"
@@ -138,7 +138,7 @@ def test_blink_turn_and_jaw_move_the_right_parameters(receiver):
 def test_start_string_reaches_the_phone():
     phone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     phone.bind(("127.0.0.1", 0))
-    phone.settimeout(5.0)
+    phone.settimeout(60.0)
     source = IFacialMocapSource(bind="127.0.0.1", port=0, phone="127.0.0.1", phone_port=phone.getsockname()[1])
     try:
         source.start()
@@ -230,12 +230,17 @@ def test_busy_port_says_pick_another_port():
     assert "--bind" not in str(caught.value)
 
 
+def _free_udp_port() -> int:
+    """A loopback UDP port that was free a moment ago (bound to port 0, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_offscreen_puppet_reports_malformed_packets(tmp_path):
     """A real `tha puppet --offscreen` run fed garbage and one oversized datagram over UDP
     prints the receiver's counters when it ends (no overlay shows them)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_udp_port()
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
     process = subprocess.Popen(
         [*THA, "puppet", str(demo), "--source",
@@ -306,6 +311,6 @@ def test_calibrate_checks_the_profile_it_will_write_before_starting(tmp_path, pr
     (tmp_path / "folder").mkdir()
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
     result = tha("puppet", demo, "--offscreen", "--frames", "1", "--calibrate", "--profile", profile,
-                 "--bind", "127.0.0.1", "--port", "49987", cwd=tmp_path)
+                 "--bind", "127.0.0.1", "--port", _free_udp_port(), cwd=tmp_path)
     assert_one_line_error(result, problem, code=2)
     assert "backend:" not in result.stderr

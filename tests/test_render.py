@@ -132,7 +132,11 @@ def test_a_failed_or_killed_render_leaves_the_old_video_whole(tmp_path):
                 time.sleep(0.05)
         finally:
             process.send_signal(stop)
-            _, stderr = process.communicate()
+            try:
+                _, stderr = process.communicate(timeout=60)
+            finally:
+                process.kill()  # a run that outlived the signal must not outlive the test
+                process.wait()
         assert out.read_bytes() == old
         frames, _ = read_video(out)
         assert len(frames) == 2

@@ -263,7 +263,9 @@ def test_hostile_requests_are_refused_by_the_limits(server):
 def test_status_answers_while_the_slowest_request_runs(server):
     """The costliest request the limits allow (a WAV filling the upload limit at the highest
     rate, analysed at the highest frame rate) runs off the event loop: status keeps answering
-    from a second real client, within a second each, until the speak reply arrives."""
+    from a second real client until the speak reply arrives, none waiting for the analysis
+    (with the analysis on the event loop, one status request waits out most of /speak, and
+    none completes meanwhile)."""
     import threading
 
     from tha.models.limits import AUDIO_RATE_RANGE, FPS_RANGE, MAX_UPLOAD_BYTES
@@ -276,24 +278,30 @@ def test_status_answers_while_the_slowest_request_runs(server):
     replies: list = []
     sender = threading.Thread(target=lambda: replies.append(httpx.post(base + "/api/tha/speak", content=body,
                                                                         timeout=300)))
-    latencies: list[float] = []
+    latencies: list[float] = []  # of every status request sent while /speak ran
+    during = 0  # replies that came before the speak reply
     try:
+        began = time.monotonic()
         sender.start()
-        with httpx.Client(base_url=base, timeout=30) as other:
+        with httpx.Client(base_url=base, timeout=300) as other:
             while sender.is_alive():
                 start = time.monotonic()
                 assert other.get("/api/tha/status").status_code == 200
-                if sender.is_alive():
-                    latencies.append(time.monotonic() - start)
+                latencies.append(time.monotonic() - start)
+                during += sender.is_alive()
                 time.sleep(0.05)
         sender.join()
+        speak_s = time.monotonic() - began
     finally:
         client.post("/api/talkinghead/load_animator_settings", json={})
     assert replies and replies[0].status_code == 200, replies
     assert replies[0].json()["seconds"] == pytest.approx((MAX_UPLOAD_BYTES - 1000) / rate, abs=0.1)
-    print(f"\n{len(latencies)} status replies during /speak, slowest {max(latencies, default=0):.3f} s")
-    assert len(latencies) >= 5  # with the analysis on the event loop, none completes meanwhile
-    assert max(latencies) < 1.0
+    print(f"\n{during} status replies during /speak ({speak_s:.1f} s), slowest {max(latencies, default=0):.3f} s")
+    assert during >= 5  # with the analysis on the event loop, none completes meanwhile
+    # No reply waited out the analysis: each took a small part of the time /speak took (measured
+    # 0.05-0.07 s of 7-9 s on a loaded 2-core Xeon; analysis on the event loop: 7.9 s of 8.4 s),
+    # two times of the same machine at the same moment, whatever its speed.
+    assert max(latencies) < speak_s / 4, (max(latencies), speak_s)
     assert process.poll() is None
 
 
@@ -357,9 +365,14 @@ def test_feed_bench_counts_the_parts_a_client_receives(server):
     from tha.runtime.feed_bench import count_distinct_parts
 
     client, _, _ = server
-    parts, distinct = count_distinct_parts(client.base_url.port, 2.0)
-    assert parts >= 10  # sent at the target FPS (25) whatever the render speed
-    assert 1 <= distinct <= parts
+    # Sent at the target FPS (25) whatever the render speed; a loaded machine sends fewer a second,
+    # so read two-second spells until ten parts came (or a minute passed).
+    spells: list[tuple[int, int]] = []
+    deadline = time.monotonic() + 60
+    while sum(parts for parts, _ in spells) < 10 and time.monotonic() < deadline:
+        spells.append(count_distinct_parts(client.base_url.port, 2.0))
+    assert sum(parts for parts, _ in spells) >= 10, spells
+    assert all(min(parts, 1) <= distinct <= parts for parts, distinct in spells), spells
 
 
 def test_ctrl_c_ends_open_feeds_and_stops(server):
@@ -370,20 +383,21 @@ def test_ctrl_c_ends_open_feeds_and_stops(server):
 
     client, process, log_path = server
     ended: list[str] = []
+    opened = threading.Event()
 
     def watch() -> None:
         with httpx.Client(base_url=client.base_url, timeout=60) as viewer:
             with viewer.stream("GET", "/api/talkinghead/result_feed") as response:
                 for _ in response.iter_bytes():
-                    pass
+                    opened.set()
         ended.append("cleanly")  # the multipart stream was closed by the server, not broken
 
     reader = threading.Thread(target=watch, daemon=True)
     reader.start()
-    time.sleep(2.0)  # the stream is open and sending
+    assert opened.wait(60), "result_feed sent nothing within 60 s"  # the stream is open and sending
     process.send_signal(signal.SIGINT)
-    process.wait(timeout=30)
-    reader.join(timeout=30)
+    process.wait(timeout=60)
+    reader.join(timeout=60)
     log = log_path.read_text()
     assert ended == ["cleanly"] and "Application shutdown complete" in log
     assert "CancelledError" not in log and "Traceback" not in log, log[-2000:]

@@ -63,6 +63,43 @@ def test_first_web_export_without_node_says_what_to_install(tmp_path, monkeypatc
         build.npm_packages(cache_root=tmp_path)
 
 
+def _fake_npm(tmp_path: Path, body: str) -> str:
+    """A stand-in for npm (the real install is exercised by every export test): ``body`` runs in
+    the install folder, after a pause that lets two installs overlap."""
+    npm = tmp_path / "npm"
+    npm.write_text(f"#!/bin/sh\nsleep 1\n{body}\n")
+    npm.chmod(0o755)
+    return str(npm)
+
+
+def test_npm_cache_is_installed_whole_by_concurrent_exports(tmp_path, monkeypatch):
+    """Each install runs in a folder of its own (npm ci empties node_modules first: in place, one
+    export read files another was replacing); the second to finish takes the first's install."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tha.web import build
+
+    npm = _fake_npm(tmp_path, "mkdir -p node_modules/pkg && echo $$ > node_modules/pkg/who")
+    monkeypatch.setattr(build.shutil, "which", lambda name: npm)
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(2) as pool:
+        modules = list(pool.map(lambda _: build.npm_packages(cache_root=cache), range(2)))
+    assert modules[0] == modules[1] and (modules[0] / "pkg/who").is_file()
+    assert [p.name for p in cache.iterdir()] == [modules[0].parent.name]  # no install folder left behind
+
+
+def test_a_failed_npm_install_leaves_no_cache(tmp_path, monkeypatch):
+    """A failed `npm ci` left its half-installed folder where the cache goes."""
+    from tha.models.errors import ThaError
+    from tha.web import build
+
+    npm = _fake_npm(tmp_path, "mkdir node_modules && echo 'npm ERR! network' >&2 && exit 1")
+    monkeypatch.setattr(build.shutil, "which", lambda name: npm)
+    with pytest.raises(ThaError, match="network"):
+        build.npm_packages(cache_root=tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_serve_web_refuses_a_directory_that_is_not_a_site(tmp_path):
     assert_one_line_error(tha("serve-web", str(tmp_path)), "not an exported site")
 
@@ -376,33 +413,37 @@ def test_camera_without_a_face_says_so(playwright, origin, tmp_path):
 
 
 @pytest.mark.slow
-def test_fps_counts_frame_time_not_idle_time(playwright, origin, tmp_path):
+def test_fps_counts_frame_time_not_idle_time(playwright, tmp_path):
     """With the sliders a still pose is drawn once: the seconds waiting for the next pose, and the
-    first frame's warm-up, must not drag the fps readout down. It is held to one render timed in
-    the page (within a factor of 2 either way, whatever the CPU), and the idle gap between the
-    two poses is long enough that counting it would break that bound."""
-    page = Page(playwright, origin, tmp_path, query="?source=sliders")
-    render_ms = "(p) => { const t0 = performance.now(); return window.tha.render(p).then(() => performance.now() - t0); }"
-    try:
-        assert page.state()["fps"] == 0  # one warm-up frame: no rate yet
-        first, second = [0.0] * 45, [0.0] * 45
-        first[index_of("head_y")], second[index_of("head_y")] = -0.5, 0.5
-        timed = [page.page.evaluate(render_ms, first)]
-        page.page.evaluate("(p) => window.tha.setPose(p)", first)
-        page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] + 0.5) < 1e-6")
-        idle_s = max(5.0, 3 * timed[0] / 1000)  # idle > 3 renders: fps would read < 1/4 of the truth
-        time.sleep(idle_s)
-        page.page.evaluate("(p) => window.tha.setPose(p)", second)
-        page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] - 0.5) < 1e-6")
-        page.page.wait_for_function("() => window.tha.state().fps > 0", timeout=10_000)  # published on idle
-        timed.append(page.page.evaluate(render_ms, first))
-        fps = page.state()["fps"]
-        low, high = 1000 / max(timed) / 2, 1000 / min(timed) * 2
-        assert low <= fps <= high, f"fps {fps:.3f} vs renders of {timed} ms (idle {idle_s:.1f} s)"
-        assert page.page.locator("#fps").inner_text() == f"{fps:.1f} fps"
-        assert page.errors == [], page.errors
-    finally:
-        page.close()
+    first frame's warm-up, must not drag the fps readout down. Two posed frames with an idle gap
+    between them: a readout whose window held the gap counts at most those two frames over more
+    than the gap, under 2 / idle_s. The gap is six times the first posed frame's wall-clock time
+    (at least 5 s), so the true rate, one frame over its own time, reads above that bound unless
+    the second frame takes three times as long as the first: no speed is assumed. The readout
+    does not depend on the model, so this is the demo character's page (narrower networks): a
+    shorter test, and frames more often under the second after which a window closes by itself."""
+    with serving(export_site(DEMO, tmp_path / "site")) as origin:
+        page = Page(playwright, origin, tmp_path, query="?source=sliders")
+        try:
+            assert page.state()["fps"] == 0  # one warm-up frame: no rate yet
+            first, second = [0.0] * 45, [0.0] * 45
+            first[index_of("head_y")], second[index_of("head_y")] = -0.5, 0.5
+            began = time.monotonic()
+            page.page.evaluate("(p) => window.tha.setPose(p)", first)
+            page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] + 0.5) < 1e-6")
+            frame_s = time.monotonic() - began  # the first posed frame, and the wait's own overhead
+            idle_s = max(5.0, 6 * frame_s)
+            time.sleep(idle_s)
+            page.page.evaluate("(p) => window.tha.setPose(p)", second)
+            page.shows(f"(pose) => Math.abs(pose[{index_of('head_y')}] - 0.5) < 1e-6")
+            page.page.wait_for_function("() => window.tha.state().fps > 0", timeout=60_000)
+            # the rate and its text in one task: a frame's rate may be published between two reads
+            fps, text = page.page.evaluate("() => [window.tha.state().fps, document.getElementById('fps').textContent]")
+            assert fps > 2 / idle_s, f"fps {fps:.3f}: idle time counted (first frame {frame_s:.1f} s, idle {idle_s:.1f} s)"
+            assert text == f"{fps:.1f} fps"
+            assert page.errors == [], page.errors
+        finally:
+            page.close()
 
 
 def _facemesh_landmarks(rgb: np.ndarray) -> np.ndarray:

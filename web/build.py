@@ -14,6 +14,7 @@ import logging
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tha.export.exporter import write_fp16
@@ -46,30 +47,42 @@ def web_sources() -> Path:
 
 
 def npm_packages(cache_root: Path | None = None) -> Path:
-    """node_modules of web/package-lock.json, installed once (``npm ci``) into a cache."""
+    """node_modules of web/package-lock.json, installed once (``npm ci``) into a cache. The install
+    runs in a folder of its own that is renamed into place whole, so two exports at once (or one
+    killed half-way) never leave or read a half-installed cache."""
     from tha.models.hub import cache_dir
 
     sources = web_sources()
     lock = (sources / "package-lock.json").read_bytes()
     root = (cache_root or cache_dir().parent / "web-npm") / hashlib.sha256(lock).hexdigest()[:16]
-    modules = root / "node_modules"
     if (root / "installed").is_file():
-        return modules
+        return root / "node_modules"
     npm = shutil.which("npm")
     if npm is None:
         raise ThaError("the first `tha export --web` needs Node.js and npm to fetch ONNX Runtime Web and MediaPipe "
                        "(e.g. `sudo apt-get install nodejs npm`); later exports reuse the cache")
-    root.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(sources / name, root / name)
-    log.info("installing the page's npm packages into %s (once)", root)
-    done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=root,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["npm failed"])[-1]
-        raise ThaError(f"`npm ci` failed in {root} ({last[:160]}); check the network to the npm registry")
-    (root / "installed").write_text("ok\n")
-    return modules
+    root.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(sources / name, work / name)
+        log.info("installing the page's npm packages into %s (once)", root)
+        done = subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=work,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["npm failed"])[-1]
+            raise ThaError(f"`npm ci` failed in {work} ({last[:160]}); check the network to the npm registry")
+        (work / "installed").write_text("ok\n")
+        if root.is_dir() and not (root / "installed").is_file():
+            shutil.rmtree(root)  # an install an older tha left unfinished
+        try:
+            work.rename(root)
+        except OSError:
+            if not (root / "installed").is_file():  # not another export's finished install: a real failure
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return root / "node_modules"
 
 
 def export_web(model_dir: Path, out: Path) -> None:
