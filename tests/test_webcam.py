@@ -95,6 +95,30 @@ def test_roll_drives_neck_z_after_calibrating_on_the_upright_frame(astronaut_vid
         assert faces[1][f"eyeBlink{side}"] < 0.2
 
 
+def test_a_failure_on_the_capture_thread_is_a_status_and_capture_goes_on(astronaut_video, caplog):
+    """A calibration whose profile could not be saved killed the capture thread: the puppet
+    eased to neutral while the status still read "ok"."""
+    import time
+
+    from tha.runtime.sources.arkit import ArkitConverter
+    from tha.runtime.sources.webcam import CaptureSource
+
+    def unwritable(settings):
+        raise PermissionError("profile.yaml is read-only")
+
+    converter = ArkitConverter()
+    converter.on_calibrated = unwritable
+    converter.request_calibration(frames=2)
+    with CaptureSource(path=astronaut_video, converter=converter) as source:  # plays on its thread
+        deadline = time.monotonic() + 60
+        while source.status != "video ended" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # every frame was tracked to the end but the one whose calibration hook raised
+        assert source.status == "video ended" and source.frames == len(SWEEP) + 1 - 1
+    warnings = [r.getMessage() for r in caplog.records if "still capturing" in r.getMessage()]
+    assert warnings == ["video: PermissionError: profile.yaml is read-only (still capturing)"]
+
+
 def test_missing_camera_is_a_status_not_a_crash():
     from tha.runtime.sources.webcam import CaptureSource
 

@@ -11,6 +11,7 @@ Two trackers, one output (ARKit-style blend shapes + head angles, see ``arkit.py
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import warnings
@@ -22,6 +23,8 @@ from tha.models.errors import ThaError
 from tha.models.pose import neutral_pose
 from tha.runtime.sources.arkit import ArkitConverter, FaceState, ease_to_neutral
 from tha.runtime.sources.base import PoseSource
+
+log = logging.getLogger(__name__)
 
 # FaceMesh landmark indices ("right" = the person's right, on the image's left).
 RIGHT_EYE = {"outer": 33, "inner": 133, "upper": 159, "lower": 145, "iris": 468, "brow": 105}
@@ -269,11 +272,24 @@ class CaptureSource(PoseSource):
 
     def _loop(self) -> None:
         started = time.monotonic()
-        while not self._stop.is_set() and self.step():
+        while not self._stop.is_set() and self._step_or_report():
             if self.path is not None:  # play the file at its own speed
                 delay = started + self.frames / self._fps - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
+
+    def _step_or_report(self) -> bool:
+        """``step`` on the capture thread: an unexpected failure (a tracker error, a calibration
+        hook that raises) becomes the status and one logged line, and capture goes on. A dead
+        thread would ease the puppet to neutral while the status still said "ok"."""
+        try:
+            return self.step()
+        except Exception as err:  # noqa: BLE001 - anything: this thread must outlive it
+            status = f"error: {err}" if isinstance(err, ThaError) else f"error: {type(err).__name__}: {err}"
+            if status != self._status:  # once, not once per frame
+                log.warning("%s: %s (still capturing)", self.name, status.removeprefix("error: "))
+            self._status = status
+            return True
 
     def step(self) -> bool:
         """Capture and track one frame; False at the end of a video or when the camera fails."""
