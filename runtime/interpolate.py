@@ -21,8 +21,9 @@ from torch import Tensor
 from tha.models.image import rgba8
 
 # How many model-frame times ahead of the clock a live loop poses: the display then always has
-# a model frame on each side of its clock. What it costs: a change of the source's state
-# (emotion, speech) shows this many model frames later; the motion itself is on time.
+# a model frame on each side of its clock. What it costs: a change of the source's state (an
+# emotion) shows this many model frames later; the motion itself is on time. Speech cannot
+# wait: its start drops the frames posed ahead (``Timeline.forget_after``).
 AHEAD_FRAMES = 2.0
 
 
@@ -88,21 +89,37 @@ class Timeline:
         self.backend = backend
         self._keys: deque[tuple[float, np.ndarray, Keyframe]] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        self._forgets = 0  # forget_after calls so far: a pose read before one is not added
 
-    def add(self, when: float, pose: np.ndarray) -> None:
+    def add(self, when: float, pose: np.ndarray, forgets: int | None = None) -> None:
+        """The model frame of ``pose`` at ``when``; not kept if ``forget_after`` ran since the
+        pose was read (``forgets``: the count then), while it rendered."""
         key = keyframe(self.backend, pose)
         with self._lock:
-            self._keys.append((when, np.asarray(pose, dtype=np.float32), key))
+            if forgets is None or forgets == self._forgets:
+                self._keys.append((when, np.asarray(pose, dtype=np.float32), key))
 
     def render_ahead(self, source, now: float, render_seconds: float, step: float) -> np.ndarray:
         """Render ``source``'s pose of a moment AHEAD_FRAMES model-frame times after ``now`` (and
         at least ``step`` after the newest model frame); returns that pose. Only for sources
         whose future poses are known (``PoseSource.predictable``)."""
+        with self._lock:
+            forgets = self._forgets  # before the read: a forget_after from here on drops this pose
         newest = self.newest or now
         when = max(now + AHEAD_FRAMES * render_seconds, newest + step)
         pose = source.read(when)
-        self.add(when, pose)
+        self.add(when, pose, forgets)
         return pose
+
+    def forget_after(self, when: float) -> None:
+        """Drop the model frames posed for after ``when``, and the one being rendered: the
+        source changed at ``when`` (speech began), and those show it unchanged for up to
+        AHEAD_FRAMES model frames (seconds on a CPU). The display holds the newest frame left
+        until the next one, posed anew, lands."""
+        with self._lock:
+            while self._keys and self._keys[-1][0] > when:
+                self._keys.pop()
+            self._forgets += 1
 
     def surplus(self, now: float, render_seconds: float) -> float:
         """Seconds the newest model frame lies beyond the lead ``render_ahead`` keeps: a backend

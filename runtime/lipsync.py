@@ -14,6 +14,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from time import monotonic
 
 import av
 import numpy as np
@@ -27,6 +28,10 @@ _FORMANTS = np.array([(800, 1200), (300, 2300), (320, 800), (500, 1900), (500, 9
 _FORMANT_SCALE = np.array([150.0, 400.0])
 MAX_DECODE_RATE = 48000  # Hz: read_wav resamples anything above to this
 AUDIO_FORMATS = "wav, mp3, ogg, opus, flac, m4a, or a video with sound"  # what errors suggest
+# A live mouth older than this closes: a block comes every window (40 ms), so this is several
+# missed in a row (an unplugged headset, a stopped stream), not a late one; the last level must
+# not hold.
+STALE_AUDIO_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ class MicrophoneLevel:
         self.rate = rate
         self._lock = threading.Lock()
         self._mouth = np.zeros(len(VOWELS), np.float32)
+        self._heard_at: float | None = None  # monotonic time of the newest audio block
         self._stream = None
 
     def start(self) -> None:
@@ -195,10 +201,16 @@ class MicrophoneLevel:
         vowels = _vowel_weights(spectrum, np.fft.rfftfreq(len(samples), 1 / self.rate))
         with self._lock:
             self._mouth = (level * self.settings.strength * vowels).astype(np.float32)
+            self._heard_at = monotonic()
 
     def read(self) -> np.ndarray:
+        """The newest block's mouth; shut when no audio came for STALE_AUDIO_SECONDS (a stream
+        that stopped delivers no blocks, so this covers it too)."""
         with self._lock:
-            return self._mouth.copy()
+            mouth, heard_at = self._mouth.copy(), self._heard_at
+        if heard_at is None or monotonic() - heard_at > STALE_AUDIO_SECONDS:
+            return np.zeros(len(VOWELS), np.float32)
+        return mouth
 
     def close(self) -> None:
         if self._stream is not None:

@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from tha.runtime.render_loop import LoopOptions, Rendered, RenderLoop
 from tha.runtime.renderer import open_backend
 from tha.runtime.sources.animator import Animator, AnimatorSettings
 from tha.runtime.sources.base import PoseSource
+
+if TYPE_CHECKING:  # annotations only: the analysis (av) loads where audio is read
+    from tha.runtime.lipsync import MouthTrack
 
 log = logging.getLogger("tha.serve")
 
@@ -152,6 +155,13 @@ class LiveState:
         self.loop.stop()
         self.loop.backend.close()
         self.source.close()
+
+    def speak(self, track: MouthTrack) -> None:
+        """Lip-sync ``track`` from now, on time: the frames already posed ahead, with the old
+        mouth, are dropped."""
+        now = time.monotonic()
+        self.animator.speak(track, now)
+        self.loop.source_changed(now)  # after speak(): a pose read in between has the track
 
     def pause(self) -> None:
         """The feed keeps showing the last frame, as extras does after an unload."""

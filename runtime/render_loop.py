@@ -25,6 +25,25 @@ from tha.runtime.sources.base import PoseSource
 
 log = logging.getLogger(__name__)
 
+# Failure reasons each loop thread remembers, least recently seen dropped first: a reason that
+# never repeats (a counter in its text) must not grow the memory for as long as a server runs.
+REASONS_KEPT = 64
+
+
+def _report(seen: dict[str, int], err: Exception) -> None:
+    """A failed frame's traceback, once per reason; its repeats as one line at 10, 100, 1000...
+    times. A sink that fails every frame (a removed virtual camera) logged a traceback per
+    frame at the display rate, for as long as the server ran."""
+    reason = f"{type(err).__name__}: {err}"
+    count = seen.pop(reason, 0) + 1
+    seen[reason] = count  # re-inserted: the least recently seen reason is first
+    if len(seen) > REASONS_KEPT:
+        del seen[next(iter(seen))]
+    if count == 1:
+        log.exception("rendering a frame failed: %s", err)
+    elif str(count).rstrip("0") == "1":  # 10, 100, 1000... times
+        log.error("rendering a frame failed %d times: %s", count, err)
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -90,6 +109,12 @@ class RenderLoop:
     def resume(self) -> None:
         self._running.set()
 
+    def source_changed(self, now: float) -> None:
+        """The source changed at ``now`` in a way that must show on time (speech began): frames
+        posed ahead of it are dropped and posed again. Without posing ahead, nothing to do."""
+        if self.timeline is not None:
+            self.timeline.forget_after(now)
+
     @property
     def paused(self) -> bool:
         return not self._running.is_set()
@@ -121,6 +146,7 @@ class RenderLoop:
     def _guarded(self, once: Callable[[], None]) -> None:
         """Repeat ``once`` until stopped, idling while paused. A failure ends the loop and is
         reported to the owner (the viewer's draw thread), or with ``keep_going`` costs that frame."""
+        seen: dict[str, int] = {}  # failure reason -> times, for this thread
         try:
             while not self._stop.is_set():
                 if not self._running.is_set():
@@ -131,7 +157,7 @@ class RenderLoop:
                     try:
                         once()
                     except Exception as err:
-                        log.exception("rendering a frame failed: %s", err)
+                        _report(seen, err)
                         self._stop.wait(self.display_period)  # a frame that keeps failing must not spin
         except BaseException as err:
             self.error = err

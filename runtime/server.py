@@ -193,7 +193,7 @@ def _add_tha_routes(app: FastAPI, state: LiveState) -> None:
         # Off the event loop (status and the feed keep answering), bounded by the audio limits
         # read_wav checks from the header and while decoding.
         track = await asyncio.to_thread(lambda: analyse(*read_wav(audio), fps))
-        state.animator.speak(track, time.monotonic())
+        state.speak(track)
         return {"frames": len(track), "seconds": round(track.duration, 3)}
 
     @app.get("/api/tha/status")

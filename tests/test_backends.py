@@ -295,6 +295,44 @@ def test_one_backend_renders_from_two_threads_at_once(fast):
     assert wrong == 0, f"{wrong} of 12 frames wrong"
 
 
+def test_precise_matmuls_holds_while_any_thread_is_inside():
+    """The TF32 flags are the process's: a new student's capture in `tha serve` overlaps the old
+    backend's frame on another thread. The first block to leave restored the caller's TF32 under
+    the other, still running (the flags are plain attributes: this runs on any CPU)."""
+    import threading
+
+    from tha.runtime.backends.cuda_env import precise_matmuls
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+
+    def settings():
+        return matmul.allow_tf32, cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction
+
+    before = settings()
+    entered, leave, seen = threading.Event(), threading.Event(), []
+
+    def capture_on_another_thread() -> None:
+        with precise_matmuls():
+            entered.set()
+            leave.wait(60)
+            seen.append(settings())  # what its last kernels ran under
+
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = matmul.allow_fp16_reduced_precision_reduction = True
+        other = threading.Thread(target=capture_on_another_thread)
+        with precise_matmuls():  # a frame on this thread, begun first and done first
+            other.start()
+            assert entered.wait(60)
+        assert settings() == (False, False, False)  # the other block still runs
+        leave.set()
+        other.join(60)
+        assert seen == [(False, False, False)]
+        assert settings() == (True, True, True)  # the last to leave brings the caller's back
+    finally:
+        leave.set()
+        matmul.allow_tf32, cudnn.allow_tf32, matmul.allow_fp16_reduced_precision_reduction = before
+
+
 @pytest.mark.parametrize("pose, needle", [
     (np.zeros(44, np.float32), "a pose has 45 values, got 44"),
     (np.zeros(46, np.float32), "a pose has 45 values, got 46"),

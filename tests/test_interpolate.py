@@ -97,3 +97,41 @@ def test_animator_read_for_an_earlier_time_does_not_rewind_its_clock():
         probed.read(t)
         probed.read(t - 0.4)  # a viewer panel reading "now" while the renderer poses ahead
     np.testing.assert_allclose(probed.read(1.5), steady.read(1.5), atol=1e-6)
+
+
+def test_speech_drops_the_model_frames_posed_ahead_with_the_old_mouth():
+    """`/api/tha/speak` on a CPU server (0.5 s model frames): the frames already posed ahead
+    (up to a second, and the one rendering) had the closed mouth, so the track showed late.
+    The loop's clock is stepped by hand here: the same schedule every run."""
+    from pathlib import Path
+
+    from tha.models.character import load_character_model
+    from tha.models.pose import index_of
+    from tha.runtime.lipsync import MouthTrack
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo"
+    timeline, animator = Timeline(FastCPUBackend(load_character_model(demo))), Animator(AnimatorSettings(seed=0))
+    aaa = index_of("mouth_aaa")
+    track = MouthTrack(25.0, np.ones(100, np.float32), np.tile(np.eye(5, dtype=np.float32)[0], (100, 1)))  # 4 s of "aaa"
+    speech_at, render_s = 3.2, 0.5
+
+    class SpeechWhileRendering:  # the animator; speech arrives while the frame begun at 3.0 renders
+        predictable = True
+
+        def read(self, when: float) -> np.ndarray:
+            pose = animator.read(when)
+            if when == 3.0 + AHEAD_FRAMES * render_s:
+                animator.speak(track, speech_at)  # what LiveState.speak does
+                timeline.forget_after(speech_at)
+            return pose
+
+    source = SpeechWhileRendering()
+    for now in (1.0, 1.5, 2.0, 2.5, 3.0):  # each model frame begins as the one before lands
+        timeline.render_ahead(source, now, render_s, 0.04)
+    assert timeline.newest == 3.0  # the frames posed for 3.5 and 4.0 before the speech are gone
+    assert timeline.frame_at(3.6)[1][aaa] == 0.0  # until the next lands, the newest left is held
+    timeline.render_ahead(source, 3.5, render_s, 0.04)  # lands at 4.0, posed for 4.5
+    assert timeline.newest == 4.5 and timeline.frame_at(4.5)[1][aaa] == 1.0
+    # As it lands the mouth is two thirds open, between 3.0 (closed) and 4.5 (the track); it
+    # stayed shut until 4.0 before, and opened only toward 5.0.
+    assert timeline.frame_at(4.0)[1][aaa] == pytest.approx(2 / 3, abs=1e-6)

@@ -241,3 +241,24 @@ def test_audio_past_the_limits_is_refused_before_analysis(tmp_path):
     result = tha("render", demo, "--audio", one_hz, "-o", tmp_path / "out.mp4", timeout=300)
     assert_one_line_error(result, "sample rate of 1 Hz", "ffmpeg")
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_the_live_mouth_shuts_when_audio_stops_arriving(monkeypatch):
+    """An unplugged headset stops the audio callbacks: the mouth held the last block's level
+    for good. The audio block is real (a vowel); the clock is stepped, so no timing can race."""
+    import tha.runtime.lipsync as lipsync
+
+    clock = [100.0]
+    monkeypatch.setattr(lipsync, "monotonic", lambda: clock[0])
+    mic = lipsync.MicrophoneLevel()
+    assert not mic.read().any()  # nothing heard yet
+    block = vowel((800, 1200), mic.settings.window, f0=140.0)  # one block of "aaa", as PortAudio delivers it
+    mic._on_audio(block[:, None].astype(np.float32), len(block), None, None)
+    heard = mic.read()
+    assert heard.sum() > 0.5 and heard.argmax() == VOWELS.index("aaa")
+    clock[0] += lipsync.STALE_AUDIO_SECONDS  # blocks late, not yet missing
+    np.testing.assert_array_equal(mic.read(), heard)
+    clock[0] += 0.01
+    np.testing.assert_array_equal(mic.read(), np.zeros(len(VOWELS), np.float32))
+    mic._on_audio(block[:, None].astype(np.float32), len(block), None, None)  # plugged back in
+    np.testing.assert_array_equal(mic.read(), heard)

@@ -131,3 +131,53 @@ def test_posing_ahead_keeps_its_lead_with_a_backend_faster_than_the_display():
     assert loop.error is None and loop.model_frames > 30 and len(leads) > 30
     too_far = [(lead, allowed) for lead, allowed in leads if lead > allowed + 1e-6]
     assert not too_far, too_far
+
+
+def test_speech_reaches_every_model_frame_posed_after_it_began():
+    """`/api/tha/speak` (LiveState.speak) on a live server's threads: the model frames posed
+    ahead of the clock before the speech, and the one rendering, had the closed mouth and
+    were shown during it. Each frame posed for after the speech began now has the track."""
+    from tha.models.pose import index_of
+    from tha.runtime.lipsync import MouthTrack
+    from tha.runtime.live_state import LiveState, ServeConfig
+
+    state = LiveState(ServeConfig(model_dir=DEMO, backend="fastcpu"))
+    timeline, aaa = state.loop.timeline, index_of("mouth_aaa")
+    assert timeline is not None
+    track = MouthTrack(25.0, np.ones(1500, np.float32), np.tile(np.eye(5, dtype=np.float32)[0], (1500, 1)))  # 60 s
+    state.start()
+    try:
+        assert wait_until(lambda: (timeline.newest or 0.0) > time.monotonic())  # posing ahead
+        state.speak(track)
+        spoken = time.monotonic()
+        assert wait_until(lambda: (timeline.newest or 0.0) > spoken)
+        with timeline._lock:
+            after = [pose[aaa] for when, pose, _ in timeline._keys if when > spoken]
+    finally:
+        state.close()
+    assert after and all(mouth == 1.0 for mouth in after), after
+
+
+def test_a_sink_that_fails_every_frame_logs_its_traceback_once_per_reason(caplog):
+    """A removed virtual camera fails its sink on every frame: with keep_going each failure
+    logged a traceback, at the display rate, for as long as the server ran. Each reason's
+    traceback is logged once (and a new reason's once), while frames keep coming."""
+    calls = []
+
+    def unplugged(rendered) -> None:
+        calls.append(rendered.serial)
+        raise OSError("virtual camera removed" if len(calls) <= 5 else "virtual camera busy")
+
+    loop = RenderLoop(FastCPUBackend(load_character_model(DEMO)), Nodding(fail_at=set()),
+                      LoopOptions(keep_going=True, interpolate=False, display_fps=100.0), sinks=(unplugged,))
+    with caplog.at_level("INFO", logger="tha.runtime.render_loop"):
+        loop.start()
+        try:
+            assert wait_until(lambda: len(calls) >= 15)
+        finally:
+            loop.stop()
+    assert loop.error is None
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert tracebacks == ["rendering a frame failed: virtual camera removed",
+                          "rendering a frame failed: virtual camera busy"]
+    assert len(caplog.records) <= 2 + 2  # and at most a line counting the repeats of each

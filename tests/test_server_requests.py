@@ -38,6 +38,9 @@ class RequestsOnly:
     def retime(self) -> None:
         self.rates.append(self.animator.settings.target_fps)
 
+    def speak(self, track) -> None:
+        self.animator.speak(track, 0.0)
+
     def load_image(self, data: bytes) -> str:
         self.images.append(data)
         return "OK: loaded demo"

@@ -318,6 +318,32 @@ def test_a_recording_keeps_the_sessions_pace(backend, pose, tmp_path, monkeypatc
     assert len(list(out.glob("frame_*.png"))) == written
 
 
+def test_a_source_that_fails_to_close_still_leaves_the_recording(backend, pose, tmp_path, monkeypatch):
+    """The recording was finished after the render loop and the source were closed: a source
+    whose close() raised (or a second Ctrl+C there) left it a hidden temp file, and the
+    window open. It is finished first, and every later step runs whatever raises."""
+    from tha.viewer.app import Viewer
+
+    class Unplugged(SliderSource):
+        def close(self) -> None:
+            raise OSError("camera gone")
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    out, recorded = tmp_path / "session.mp4", []
+    viewer = Viewer(backend, Unplugged(pose), offscreen=True, record=out, on_recorded=recorded.append)
+    closed = []
+    for part in (viewer.overlay, viewer.canvas, viewer.surface):
+        close = part.close
+        monkeypatch.setattr(part, "close", lambda close=close, part=part: (closed.append(part), close()))
+    with pytest.raises(OSError, match="camera gone"), viewer:
+        began = time.perf_counter()
+        while viewer.writer is None:  # steps until the first rendered frame is shown and recorded
+            assert time.perf_counter() - began < 120, "no frame was rendered"
+            viewer.step()
+    assert recorded == [out] and out.is_file() and [p.name for p in tmp_path.iterdir()] == ["session.mp4"]
+    assert closed == [viewer.overlay, viewer.canvas, viewer.surface]
+
+
 def test_missing_display_is_one_clear_line(backend, monkeypatch):
     from tha.viewer.app import Viewer
 

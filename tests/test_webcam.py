@@ -119,6 +119,58 @@ def test_a_failure_on_the_capture_thread_is_a_status_and_capture_goes_on(astrona
     assert warnings == ["video: PermissionError: profile.yaml is read-only (still capturing)"]
 
 
+def test_close_leaves_a_stuck_camera_to_the_capture_thread(astronaut_video):
+    """A camera that stops delivering blocks read() in the driver for seconds: close() waited
+    2 s, then released the capture and closed the tracker under the live read (and the thread
+    then tracked with no tracker). The thread releases them itself once the read returns."""
+    import threading
+
+    from tha.runtime.sources.webcam import CaptureSource
+
+    events: list[str] = []
+    stuck, unstick = threading.Event(), threading.Event()
+
+    class Logged:  # the real capture and tracker, their calls logged; the capture's next read blocks
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read(self):
+            stuck.set()
+            unstick.wait(60)  # as an unplugged camera's read blocks in the driver
+            events.append("read returned")
+            return self.inner.read()
+
+        def track(self, rgb, time_ms):
+            face = self.inner.track(rgb, time_ms)
+            events.append("tracked")
+            return face
+
+        def release(self):
+            events.append("released")
+            self.inner.release()
+
+        def close(self):
+            events.append("tracker closed")
+            self.inner.close()
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    source = CaptureSource(path=astronaut_video)  # real time: captured on its thread
+    source.start()
+    source._capture, source._tracker = Logged(source._capture), Logged(source._tracker)
+    thread = source._thread
+    assert stuck.wait(60)
+    source.close()  # gives up waiting, the read still under way
+    assert thread.is_alive() and "released" not in events and "tracker closed" not in events
+    unstick.set()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert events[-4:] == ["read returned", "tracked", "released", "tracker closed"], events
+    assert source._capture is None and source._tracker is None
+    assert not source.status.startswith("error"), source.status
+
+
 def test_missing_camera_is_a_status_not_a_crash():
     from tha.runtime.sources.webcam import CaptureSource
 

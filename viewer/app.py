@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -76,18 +77,27 @@ class Viewer:
         self.close()
 
     def close(self) -> None:
-        self.render_loop.stop()
-        self.source.close()
-        if self.writer is not None:
-            writer, self.writer = self.writer, None
-            writer.close()
-            # also on Ctrl+C or SIGTERM: the recording so far replaces the old file, on purpose,
-            # and the user must hear that it did
-            if self.on_recorded is not None:
-                self.on_recorded(self.record)
-        self.overlay.close()
-        self.canvas.close()
-        self.surface.close()
+        # Each step runs whatever an earlier one raises (a source's close, a second Ctrl+C);
+        # ExitStack runs them last-pushed first: loop, source, overlay, canvas, surface.
+        with ExitStack() as stack:
+            stack.callback(self.surface.close)
+            stack.callback(self.canvas.close)
+            stack.callback(self.overlay.close)
+            stack.callback(self.source.close)
+            stack.callback(self.render_loop.stop)
+            # The recording first: only this (draw) thread writes it, so it need not wait for
+            # the loop, and nothing later can leave it a hidden temp file.
+            self._finish_recording()
+
+    def _finish_recording(self) -> None:
+        if self.writer is None:
+            return
+        writer, self.writer = self.writer, None
+        writer.close()
+        # also on Ctrl+C or SIGTERM: the recording so far replaces the old file, on purpose,
+        # and the user must hear that it did
+        if self.on_recorded is not None:
+            self.on_recorded(self.record)
 
     @property
     def should_close(self) -> bool:

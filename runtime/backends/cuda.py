@@ -57,19 +57,28 @@ def _fused(face: FoldedFace, body: FoldedBody, device: torch.device) -> tuple[Ca
     return face_patches(face, device), FusedBody(body, device).fields
 
 
+# One capture at a time in the process, as PyTorch's graph docs require (two backends may be
+# built at once on different threads).
+_CAPTURING = threading.Lock()
+
+
 def capture(run: Callable[[], None], pool=None) -> torch.cuda.CUDAGraph:
     """``run`` (which only writes static buffers) as a CUDA graph, warmed up on a side stream
     first as PyTorch's graph docs require."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
+    with _CAPTURING:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: `tha serve` builds a new student's backend while the old one keeps
+        # rendering on another thread; the default ("global") fails this capture on that
+        # thread's allocations and synchronising copies.
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
-        run()
-    return graph
+        return graph
 
 
 class CudaBackend(Backend):

@@ -272,11 +272,16 @@ class CaptureSource(PoseSource):
 
     def _loop(self) -> None:
         started = time.monotonic()
-        while not self._stop.is_set() and self._step_or_report():
-            if self.path is not None:  # play the file at its own speed
-                delay = started + self.frames / self._fps - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
+        try:
+            while not self._stop.is_set() and self._step_or_report():
+                if self.path is not None:  # play the file at its own speed
+                    delay = started + self.frames / self._fps - time.monotonic()
+                    if delay > 0:
+                        self._stop.wait(delay)
+        finally:
+            # This thread owns the camera and tracker: a read() stuck in the driver outlives
+            # close()'s wait, and freeing them under it is a use after free.
+            self._release()
 
     def _step_or_report(self) -> bool:
         """``step`` on the capture thread: an unexpected failure (a tracker error, a calibration
@@ -357,12 +362,19 @@ class CaptureSource(PoseSource):
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-        if self._capture is not None:
-            self._capture.release()
-            self._capture = None
-        if self._tracker is not None:
-            self._tracker.close()
-            self._tracker = None
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=2.0)
+            if thread.is_alive():
+                return  # stuck in a read or a track: the thread releases both when it returns
+        self._release()
+
+    def _release(self) -> None:
+        """Release the camera and close the tracker, once (from whichever of the capture thread
+        and close() gets here while the other is not using them)."""
+        with self._lock:
+            capture, tracker, self._capture, self._tracker = self._capture, self._tracker, None, None
+        if capture is not None:
+            capture.release()
+        if tracker is not None:
+            tracker.close()
