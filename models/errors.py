@@ -14,6 +14,12 @@ class ThaError(Exception):
     """A user-facing error. The CLI prints ``str(err)`` on one line and exits non-zero."""
 
 
+def failure_text(err: BaseException) -> str:
+    """An unexpected failure as one status/log line: our own errors as they read, any other with
+    its type (a bare KeyError('x') says nothing)."""
+    return str(err) if isinstance(err, ThaError) else f"{type(err).__name__}: {err}"
+
+
 def short_reason(err: BaseException, limit: int = REASON_LIMIT) -> str:
     """The line of ``err`` that says what went wrong, cut at a word boundary with "…" when over
     ``limit`` characters (a cut mid-word reads as a typo)."""

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from tha.models.errors import ThaError
+from tha.models.errors import failure_text
 from tha.models.net import bound_socket, listen_error
 from tha.models.pose import neutral_pose
 from tha.runtime.sources.arkit import BLENDSHAPE_NAMES, ArkitConverter, FaceState, ease_to_neutral
@@ -226,7 +226,7 @@ class IFacialMocapSource(PoseSource):
         try:
             self.handle(data, now)
         except Exception as err:  # noqa: BLE001 - anything: this thread must outlive it
-            message = str(err) if isinstance(err, ThaError) else f"{type(err).__name__}: {err}"
+            message = failure_text(err)
             with self._lock:
                 repeated = message == self.last_error
                 self.last_error = message

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tha.models.errors import ThaError
+from tha.models.errors import ThaError, failure_text
 from tha.models.pose import neutral_pose
 from tha.runtime.sources.arkit import ArkitConverter, FaceState, ease_to_neutral
 from tha.runtime.sources.base import PoseSource
@@ -290,10 +290,10 @@ class CaptureSource(PoseSource):
         try:
             return self.step()
         except Exception as err:  # noqa: BLE001 - anything: this thread must outlive it
-            status = f"error: {err}" if isinstance(err, ThaError) else f"error: {type(err).__name__}: {err}"
-            if status != self._status:  # once, not once per frame
-                log.warning("%s: %s (still capturing)", self.name, status.removeprefix("error: "))
-            self._status = status
+            message = failure_text(err)
+            if self._status != f"error: {message}":  # once, not once per frame
+                log.warning("%s: %s (still capturing)", self.name, message)
+            self._status = f"error: {message}"
             return True
 
     def step(self) -> bool:
